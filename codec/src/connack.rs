@@ -41,7 +41,7 @@ impl ConnAck {
         };
         r.finish()?;
         Ok(Self {
-            session_present: flags & 1 == 1,
+            session_present: flags & 1 == 1 && version != ProtocolVersion::V3_1,
             reason_code,
             properties,
         })
@@ -56,7 +56,10 @@ impl ConnAck {
     }
 
     pub(crate) fn encode_body(&self, version: ProtocolVersion, buf: &mut impl BufMut) {
-        buf.put_u8(u8::from(self.session_present));
+        // MQTT 3.1 has no Session Present flag: the byte is reserved ("not used").
+        buf.put_u8(u8::from(
+            self.session_present && version != ProtocolVersion::V3_1,
+        ));
         if version.is_v5() {
             buf.put_u8(self.reason_code.as_u8());
             properties::put_block(buf, &self.properties);

@@ -167,15 +167,16 @@ roundtrip_tests! {
     auth_v5: Auth in V5;
 }
 
-/// What an MQTT 5 packet becomes when encoded for 3.x: its MQTT 5 data dropped. `None` when
-/// 3.x cannot carry it at all.
-fn without_v5_data(p: &Packet) -> Option<Packet> {
+/// What an MQTT 5 packet becomes when encoded for 3.x (`v`): its MQTT 5 data dropped (and the
+/// Session Present flag, which 3.1 lacks). `None` when 3.x cannot carry it at all.
+fn without_v5_data(p: &Packet, v: ProtocolVersion) -> Option<Packet> {
     let mut p = p.clone();
     match &mut p {
         Packet::Connect(_) | Packet::PingReq | Packet::PingResp => {} // CONNECT keeps its version
         Packet::ConnAck(c) => {
             c.reason_code = ReasonCode::from_v3_connack(c.reason_code.to_v3_connack())?;
             c.properties = None;
+            c.session_present &= v != ProtocolVersion::V3_1;
         }
         Packet::Publish(p) if p.topic.is_empty() => return None, // only a Topic Alias names it
         Packet::Publish(p) => p.properties = None,
@@ -221,11 +222,31 @@ proptest! {
             prop_assert_eq!(p.encode(v, &mut buf), Err(EncodeError::NotInVersion(PacketType::Auth)));
             return Ok(());
         }
-        let Some(expected) = without_v5_data(&p) else { return Ok(()) };
+        let Some(expected) = without_v5_data(&p, v) else { return Ok(()) };
         let mut buf = BytesMut::from(&encode(&p, v)?[..]);
         prop_assert_eq!(decode(&mut buf, &DecodeOptions::new(v)), Ok(Some(expected)));
         prop_assert!(buf.is_empty());
     }
+}
+
+/// MQTT 3.1 CONNACK has a reserved byte where 3.1.1 has Session Present: written as 0, and
+/// read as no session (found by `mutated_packets_never_panic`: 0x01 decoded, re-encoded as 0x00).
+#[test]
+fn v3_1_connack_has_no_session_present() {
+    let present = Packet::ConnAck(ringmq_codec::ConnAck {
+        session_present: true,
+        reason_code: ReasonCode::Success,
+        properties: None,
+    });
+    let mut buf = BytesMut::new();
+    present.encode(ProtocolVersion::V3_1, &mut buf).unwrap();
+    assert_eq!(&buf[..], [0x20, 0x02, 0x00, 0x00]);
+    let mut buf = BytesMut::from(&[0x20, 0x02, 0x01, 0x00][..]);
+    let decoded = decode(&mut buf, &DecodeOptions::new(ProtocolVersion::V3_1));
+    let Ok(Some(Packet::ConnAck(c))) = decoded else {
+        panic!("{decoded:?}")
+    };
+    assert!(!c.session_present);
 }
 
 /// Decodes everything `buf` yields under `opts`; each packet must re-encode and re-decode to
