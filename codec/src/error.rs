@@ -29,7 +29,7 @@ pub enum DecodeError {
         /// The flag nibble received.
         flags: u8,
     },
-    /// QoS 3 (PUBLISH flags, will QoS or subscription options).
+    /// QoS 3 (PUBLISH flags, will QoS, or MQTT 3.x subscription options).
     #[error("QoS 3 is not a valid QoS")]
     InvalidQoS,
     /// A QoS 0 PUBLISH with DUP set (3.3.1.1).
@@ -120,6 +120,10 @@ pub enum DecodeError {
     /// Retain Handling 3 (3.8.3.1).
     #[error("retain handling 3 is not defined")]
     InvalidRetainHandling,
+    /// MQTT 5: Maximum QoS 3 in subscription options, a Protocol Error (3.8.3.1). In 3.x it is
+    /// malformed and reported as [`DecodeError::InvalidQoS`].
+    #[error("maximum QoS 3 in subscription options")]
+    InvalidSubscriptionQoS,
     /// Payload Format Indicator 1 on a payload that is not UTF-8 (3.3.2.3.2, 3.1.3.2.3).
     #[error("payload marked UTF-8 is not valid UTF-8")]
     PayloadFormatInvalid,
@@ -131,6 +135,11 @@ impl DecodeError {
         use DecodeError::*;
         match self {
             PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
+            // 5.0 3.3.4: "A Topic Alias value of 0 ... is a Protocol Error, the receiver uses
+            // DISCONNECT with Reason Code of 0x94 (Topic Alias invalid)".
+            InvalidPropertyValue(crate::properties::id::TOPIC_ALIAS) => {
+                ReasonCode::TopicAliasInvalid
+            }
             UnsupportedProtocolVersion(_) => ReasonCode::UnsupportedProtocolVersion,
             DuplicateProperty(_)
             | InvalidPropertyValue(_)
@@ -138,7 +147,8 @@ impl DecodeError {
             | EmptyTopicName
             | NoLocalOnSharedSubscription
             | NoTopicFilters
-            | InvalidRetainHandling => ReasonCode::ProtocolError,
+            | InvalidRetainHandling
+            | InvalidSubscriptionQoS => ReasonCode::ProtocolError,
             WildcardInTopicName => ReasonCode::TopicNameInvalid,
             InvalidTopicFilter | InvalidSharedSubscription => ReasonCode::TopicFilterInvalid,
             PayloadFormatInvalid => ReasonCode::PayloadFormatInvalid,

@@ -57,8 +57,13 @@ impl SubscriptionOptions {
             2 => RetainHandling::DoNotSend,
             _ => return Err(DecodeError::InvalidRetainHandling),
         };
+        let qos = match QoS::from_u8(byte & 0b11) {
+            // 5.0: "It is a Protocol Error if the Maximum QoS field has the value 3" (3.8.3.1).
+            Err(_) if version.is_v5() => return Err(DecodeError::InvalidSubscriptionQoS),
+            qos => qos?, // 3.1.1 [MQTT-3-8.3-4]: malformed
+        };
         Ok(Self {
-            qos: QoS::from_u8(byte & 0b11)?,
+            qos,
             no_local: byte & 0b0100 != 0,
             retain_as_published: byte & 0b1000 != 0,
             retain_handling,
