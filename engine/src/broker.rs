@@ -1,0 +1,1287 @@
+//! The broker logic of one core, as a state machine: sessions homed here, the trie of local
+//! subscriptions, the interest table of other cores, the shared groups this core owns, and its
+//! replica of the retained messages. It is fed packets, mesh messages and the clock; it answers
+//! by encoding packets into sessions' buffers (waking their writers) and by queueing mesh
+//! messages for other cores. No I/O and no executor here, so it is tested directly.
+
+use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringmq_codec::topic::{self, SharedFilter};
+use ringmq_codec::{
+    ConnAck, Connect, Disconnect, Packet, PacketType, Properties, Publish, QoS, ReasonCode, SubAck,
+    Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Utf8Bytes,
+};
+
+use crate::mesh::{home_core, Handoff, MeshMsg};
+use crate::message::{CoreId, Message, Origin, SessionId, SharedMessage};
+use crate::notify::Notify;
+use crate::retained::RetainedStore;
+use crate::session::{Delivery, ProtocolViolation, Session, SessionLimits, Subscription};
+use crate::trie::SubscriptionTrie;
+
+/// A shared-group membership change: the share, the member's core and session, and its options
+/// and subscription identifier to join (`None` to leave).
+type Membership = (
+    Box<str>,
+    CoreId,
+    SessionId,
+    Option<(SubscriptionOptions, Option<u32>)>,
+);
+
+/// How a shared group picks the member that receives a message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ShareStrategy {
+    /// Members in turn.
+    #[default]
+    RoundRobin,
+    /// A random member.
+    Random,
+    /// A member chosen by a hash of the publisher, so one publisher always reaches one member.
+    HashClientId,
+    /// The same member until it leaves.
+    Sticky,
+}
+
+/// What the core needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct CoreSettings {
+    /// Number of cores.
+    pub cores: usize,
+    /// Per-session limits.
+    pub session: SessionLimits,
+    /// Largest packet we accept (announced as Maximum Packet Size).
+    pub max_packet_size_bytes: u32,
+    /// Largest keep-alive accepted; larger requests get this as Server Keep Alive (v5).
+    pub max_keep_alive_secs: u16,
+    /// Cap on Session Expiry Interval.
+    pub session_expiry_max_secs: u32,
+    /// Cap on Message Expiry Interval (0: none).
+    pub message_expiry_max_secs: u32,
+    /// Topic levels allowed in names and filters.
+    pub max_topic_levels: usize,
+    /// Bytes allowed in a topic name or filter.
+    pub max_topic_length_bytes: usize,
+    /// Subscriptions per client.
+    pub max_subscriptions_per_client: usize,
+    /// Retained messages kept.
+    pub retained_messages_max: usize,
+    /// Bytes of client identifier accepted.
+    pub max_client_id_length_bytes: usize,
+    /// Whether clients without a user name are let in.
+    pub allow_anonymous: bool,
+    /// Shared subscription member selection.
+    pub share_strategy: ShareStrategy,
+    /// Whether `$share/` and `$queue/` subscriptions are accepted.
+    pub shared_subscriptions_enabled: bool,
+    /// Highest QoS accepted from and granted to clients.
+    pub maximum_qos: QoS,
+    /// Whether retained messages are supported.
+    pub retain_available: bool,
+    /// Live connections allowed on one core.
+    pub max_connections_per_core: usize,
+    /// Messages queued for one other core before readers on this core pause.
+    pub cross_core_queue_capacity: usize,
+}
+
+/// The link between a session and its live connection.
+#[derive(Default)]
+pub struct ConnLink {
+    /// Wakes the connection's writer: there are bytes in the session's buffer or it must close.
+    pub notify: Notify,
+    /// Set when the broker closes the connection, with the reason (sent to v5 clients).
+    pub close: Cell<Option<ReasonCode>>,
+}
+
+struct Slot {
+    session: Session,
+    link: Option<Rc<ConnLink>>,
+    /// Incremented at every connect: stale cleanups and timers compare it.
+    generation: u64,
+}
+
+struct SharedGroup {
+    id: u64,
+    filter: Box<str>,
+    members: Vec<(CoreId, SessionId, SubscriptionOptions, Option<u32>)>,
+    next: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Will,
+    Expiry,
+}
+
+/// Counters of one core, summed for `$SYS`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoreStats {
+    /// PUBLISH packets received from clients.
+    pub messages_received: u64,
+    /// PUBLISH packets encoded for clients.
+    pub messages_sent: u64,
+    /// Messages dropped (all reasons).
+    pub messages_dropped: u64,
+    /// Connections accepted.
+    pub connections_total: u64,
+    /// Connections closed for a protocol violation.
+    pub protocol_errors: u64,
+}
+
+/// How the connection continues after a packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// The client sent DISCONNECT: close without publishing the will (unless it asked to).
+    Close,
+}
+
+/// How a connection ended, for will and expiry handling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// DISCONNECT 0x00: discard the will.
+    Normal,
+    /// DISCONNECT 0x04, or any close without DISCONNECT: publish the will.
+    WithWill,
+}
+
+/// Result of a successful CONNECT.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The session.
+    pub session: SessionId,
+    /// Its connection generation.
+    pub generation: u64,
+    /// Keep alive to enforce, seconds (0: none).
+    pub keep_alive_secs: u16,
+}
+
+#[derive(Default)]
+struct Agg {
+    qos: QoS,
+    retain_as_published: bool,
+    sub_ids: Vec<u32>,
+}
+
+/// The broker state of one core.
+pub struct Core {
+    /// This core.
+    pub id: CoreId,
+    settings: CoreSettings,
+    next_session: SessionId,
+    next_assigned: u64,
+    by_client: HashMap<Utf8Bytes, SessionId>,
+    slots: HashMap<SessionId, Slot>,
+    subs: SubscriptionTrie<SessionId, Subscription>,
+    filter_refs: HashMap<Box<str>, u32>,
+    interest: SubscriptionTrie<CoreId, ()>,
+    shared_interest: SubscriptionTrie<CoreId, ()>,
+    groups: HashMap<Box<str>, SharedGroup>,
+    group_trie: SubscriptionTrie<u64, Box<str>>,
+    shared_filter_refs: HashMap<Box<str>, u32>,
+    next_group: u64,
+    rng: u64,
+    retained: RetainedStore<SharedMessage>,
+    timers: BinaryHeap<Reverse<(Instant, TimerKind, SessionId, u64)>>,
+    scratch: HashMap<SessionId, Agg>,
+    /// Messages waiting for each other core (index: destination core).
+    pub mesh_out: Vec<VecDeque<MeshMsg>>,
+    /// Woken when `mesh_out[c]` gains messages (index: destination core).
+    pub mesh_notify: Vec<Rc<Notify>>,
+    /// Counters.
+    pub stats: CoreStats,
+    live: usize,
+}
+
+fn limits_ok(s: &CoreSettings, t: &str) -> bool {
+    t.len() <= s.max_topic_length_bytes && t.split('/').count() <= s.max_topic_levels
+}
+
+impl Core {
+    /// A core with no sessions.
+    pub fn new(id: CoreId, settings: CoreSettings) -> Self {
+        let cores = settings.cores;
+        Self {
+            id,
+            settings,
+            next_session: 1,
+            next_assigned: 0,
+            by_client: HashMap::new(),
+            slots: HashMap::new(),
+            subs: SubscriptionTrie::new(),
+            filter_refs: HashMap::new(),
+            interest: SubscriptionTrie::new(),
+            shared_interest: SubscriptionTrie::new(),
+            groups: HashMap::new(),
+            group_trie: SubscriptionTrie::new(),
+            shared_filter_refs: HashMap::new(),
+            next_group: 1,
+            rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(id),
+            retained: RetainedStore::new(),
+            timers: BinaryHeap::new(),
+            scratch: HashMap::new(),
+            mesh_out: (0..cores).map(|_| VecDeque::new()).collect(),
+            mesh_notify: (0..cores).map(|_| Rc::new(Notify::default())).collect(),
+            stats: CoreStats::default(),
+            live: 0,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &CoreSettings {
+        &self.settings
+    }
+
+    /// Sessions homed here (connected or not).
+    pub fn session_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Sessions with a live connection.
+    pub fn connected_count(&self) -> usize {
+        self.live
+    }
+
+    /// Local subscriptions (plain entries in the trie).
+    pub fn subscription_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// Retained messages in this core's replica.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// Whether readers should pause: some other core is not draining its queue.
+    pub fn mesh_backlogged(&self) -> bool {
+        self.mesh_out
+            .iter()
+            .any(|q| q.len() >= self.settings.cross_core_queue_capacity)
+    }
+
+    fn send_mesh(&mut self, core: CoreId, msg: MeshMsg) {
+        debug_assert_ne!(core, self.id);
+        self.mesh_out[usize::from(core)].push_back(msg);
+        self.mesh_notify[usize::from(core)].notify();
+    }
+
+    fn broadcast(&mut self, mut make: impl FnMut() -> MeshMsg) {
+        for c in 0..self.settings.cores as CoreId {
+            if c != self.id {
+                let m = make();
+                self.send_mesh(c, m);
+            }
+        }
+    }
+
+    fn linked_slot(&mut self, session: SessionId, link: &Rc<ConnLink>) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(&session)
+            .filter(|s| s.link.as_ref().is_some_and(|l| Rc::ptr_eq(l, link)))
+    }
+
+    /// The bytes waiting for a session's socket, taken for writing by the connection `link`
+    /// (`None` if there are none, or if the session has moved to a newer connection).
+    pub fn take_output(
+        &mut self,
+        session: SessionId,
+        link: &Rc<ConnLink>,
+    ) -> Option<bytes::BytesMut> {
+        let slot = self.linked_slot(session, link)?;
+        if slot.session.out.is_empty() {
+            return None;
+        }
+        Some(slot.session.out.split())
+    }
+
+    /// The writer of `link` flushed: refill the window from the queue.
+    pub fn on_written(&mut self, session: SessionId, link: &Rc<ConnLink>, now: Instant) {
+        if let Some(slot) = self.linked_slot(session, link) {
+            slot.session.pump(now);
+        }
+    }
+
+    /// Sends a connection to its home core.
+    pub fn handoff(&mut self, home: CoreId, h: Box<Handoff>) {
+        self.send_mesh(home, MeshMsg::Handoff(h));
+    }
+
+    fn wake(&self, session: SessionId) {
+        if let Some(Slot {
+            link: Some(link),
+            session: s,
+            ..
+        }) = self.slots.get(&session)
+        {
+            if !s.out.is_empty() {
+                link.notify.notify();
+            }
+        }
+    }
+
+    fn assign_client_id(&mut self) -> Utf8Bytes {
+        loop {
+            self.next_assigned += 1;
+            let id = format!("ringmq-{}-{}", self.id, self.next_assigned);
+            if home_core(id.as_bytes(), self.settings.cores) == self.id {
+                // Always valid: ASCII, short.
+                return Utf8Bytes::try_from(id).unwrap_or_default();
+            }
+        }
+    }
+
+    /// Handles CONNECT for a connection on this core (the client id's home core). On success
+    /// the CONNACK is in the session's buffer; on failure the caller sends a CONNACK with the
+    /// returned reason and closes.
+    pub fn connect(
+        &mut self,
+        c: &Connect,
+        link: Rc<ConnLink>,
+        now: Instant,
+    ) -> Result<Accepted, ReasonCode> {
+        self.stats.connections_total += 1;
+        let v5 = c.protocol.is_v5();
+        if self.live >= self.settings.max_connections_per_core {
+            return Err(ReasonCode::ServerBusy);
+        }
+        if c.client_id.len() > self.settings.max_client_id_length_bytes {
+            return Err(ReasonCode::ClientIdentifierNotValid);
+        }
+        if c.username.is_none() && !self.settings.allow_anonymous {
+            return Err(if v5 {
+                ReasonCode::NotAuthorized
+            } else {
+                ReasonCode::BadUserNameOrPassword
+            });
+        }
+        if let Some(w) = &c.will {
+            if !limits_ok(&self.settings, &w.topic) || w.topic.starts_with('$') {
+                return Err(ReasonCode::TopicNameInvalid);
+            }
+            if w.qos > self.settings.maximum_qos {
+                return Err(ReasonCode::QoSNotSupported); // [MQTT-3.2.2-12]
+            }
+            if w.retain && !self.settings.retain_available {
+                return Err(ReasonCode::RetainNotSupported); // [MQTT-3.2.2-13]
+            }
+        }
+        if c.properties
+            .as_ref()
+            .is_some_and(|p| p.authentication_method.is_some())
+        {
+            return Err(ReasonCode::BadAuthenticationMethod);
+        }
+        let (client_id, assigned) = if c.client_id.is_empty() {
+            if !v5 && !c.clean_start {
+                return Err(ReasonCode::ClientIdentifierNotValid); // [MQTT-3.1.3-8]
+            }
+            (self.assign_client_id(), true)
+        } else {
+            (c.client_id.clone(), false)
+        };
+        let props = c.properties.as_deref();
+        let expiry_secs = if v5 {
+            props.and_then(|p| p.session_expiry_interval).unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            u32::MAX
+        }
+        .min(self.settings.session_expiry_max_secs);
+
+        // Takeover [MQTT-3.1.4-3]: close the old connection, its will follows the usual rules.
+        let existing = self.by_client.get(&client_id).copied();
+        if let Some(sid) = existing {
+            self.end_connection(
+                sid,
+                None,
+                Ending::WithWill,
+                Some(ReasonCode::SessionTakenOver),
+                now,
+            );
+        }
+        let resumed = match existing {
+            Some(sid) if !c.clean_start && self.slots.contains_key(&sid) => Some(sid),
+            Some(sid) => {
+                self.end_session(sid, now);
+                None
+            }
+            None => None,
+        };
+        let sid = match resumed {
+            Some(sid) => sid,
+            None => {
+                let sid = self.next_session;
+                self.next_session += 1;
+                let session = Session::new(
+                    sid,
+                    client_id.clone(),
+                    c.protocol,
+                    self.settings.session.clone(),
+                );
+                self.slots.insert(
+                    sid,
+                    Slot {
+                        session,
+                        link: None,
+                        generation: 0,
+                    },
+                );
+                self.by_client.insert(client_id.clone(), sid);
+                sid
+            }
+        };
+        let keep_alive = c.keep_alive.min(self.settings.max_keep_alive_secs);
+        let mut connack = ConnAck {
+            session_present: resumed.is_some(),
+            reason_code: ReasonCode::Success,
+            properties: None,
+        };
+        if v5 {
+            let mut p = Properties {
+                receive_maximum: Some(self.settings.session.max_inflight_messages),
+                maximum_packet_size: Some(self.settings.max_packet_size_bytes),
+                topic_alias_maximum: Some(self.settings.session.max_topic_alias),
+                ..Default::default()
+            };
+            if self.settings.maximum_qos < QoS::ExactlyOnce {
+                p.maximum_qos = Some(self.settings.maximum_qos);
+            }
+            if !self.settings.retain_available {
+                p.retain_available = Some(false);
+            }
+            if !self.settings.shared_subscriptions_enabled {
+                p.shared_subscription_available = Some(false);
+            }
+            let asked = props.and_then(|p| p.session_expiry_interval).unwrap_or(0);
+            if asked != expiry_secs {
+                p.session_expiry_interval = Some(expiry_secs);
+            }
+            if assigned {
+                p.assigned_client_identifier = Some(client_id.clone());
+            }
+            if keep_alive != c.keep_alive {
+                p.server_keep_alive = Some(keep_alive);
+            }
+            connack.properties = Some(Box::new(p));
+        }
+        let slot = self.slots.get_mut(&sid).expect("slot inserted above");
+        slot.generation += 1;
+        slot.link = Some(link);
+        self.live += 1;
+        let s = &mut slot.session;
+        s.expiry_secs = expiry_secs;
+        s.will = c.will.clone();
+        s.version = c.protocol;
+        s.write(&Packet::ConnAck(connack));
+        let receive_max = props.and_then(|p| p.receive_maximum).unwrap_or(u16::MAX);
+        let max_packet = props
+            .and_then(|p| p.maximum_packet_size)
+            .unwrap_or(ringmq_codec::PACKET_SIZE_MAX);
+        s.attach(c.protocol, receive_max, max_packet, now);
+        let generation = slot.generation;
+        self.wake(sid);
+        Ok(Accepted {
+            session: sid,
+            generation,
+            keep_alive_secs: if v5 { keep_alive } else { c.keep_alive },
+        })
+    }
+
+    /// Handles one packet from a connected client.
+    pub fn on_packet(
+        &mut self,
+        sid: SessionId,
+        packet: Packet,
+        now: Instant,
+    ) -> Result<Flow, ReasonCode> {
+        let flow = match packet {
+            Packet::Publish(p) => self.on_publish(sid, p, now).map(|()| Flow::Continue),
+            Packet::PubAck(a) => self.with_session(sid, |s| s.on_puback(a.packet_id, now)),
+            Packet::PubRec(a) => self.with_session(sid, |s| s.on_pubrec(&a, now)),
+            Packet::PubRel(a) => self.with_session(sid, |s| s.on_pubrel(a.packet_id)),
+            Packet::PubComp(a) => self.with_session(sid, |s| s.on_pubcomp(a.packet_id, now)),
+            Packet::Subscribe(s) => self.on_subscribe(sid, s, now).map(|()| Flow::Continue),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(sid, u).map(|()| Flow::Continue),
+            Packet::PingReq => self.with_session(sid, |s| {
+                s.write(&Packet::PingResp);
+            }),
+            Packet::Disconnect(d) => self.on_disconnect(sid, &d),
+            // A second CONNECT [MQTT-3.1.0-2], AUTH without an authentication method, and
+            // packets only a server sends.
+            _ => Err(ReasonCode::ProtocolError),
+        };
+        if flow.is_err() {
+            self.stats.protocol_errors += 1;
+        }
+        self.wake(sid);
+        flow
+    }
+
+    fn with_session(
+        &mut self,
+        sid: SessionId,
+        f: impl FnOnce(&mut Session),
+    ) -> Result<Flow, ReasonCode> {
+        if let Some(slot) = self.slots.get_mut(&sid) {
+            f(&mut slot.session);
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn on_publish(
+        &mut self,
+        sid: SessionId,
+        mut p: Publish,
+        now: Instant,
+    ) -> Result<(), ReasonCode> {
+        self.stats.messages_received += 1;
+        let Some(slot) = self.slots.get_mut(&sid) else {
+            return Ok(());
+        };
+        let s = &mut slot.session;
+        s.resolve_topic_alias(&mut p)
+            .map_err(|ProtocolViolation::Disconnect(r)| r)?;
+        if p.properties
+            .as_ref()
+            .is_some_and(|pr| !pr.subscription_identifiers.is_empty())
+        {
+            return Err(ReasonCode::ProtocolError); // [MQTT-3.3.4-6]
+        }
+        if !limits_ok(&self.settings, &p.topic) {
+            return Err(ReasonCode::TopicNameInvalid);
+        }
+        if p.qos > self.settings.maximum_qos {
+            return Err(ReasonCode::QoSNotSupported); // [MQTT-3.2.2-11]
+        }
+        if p.retain && !self.settings.retain_available {
+            return Err(ReasonCode::RetainNotSupported); // [MQTT-3.3.1-8]
+        }
+        let (qos, packet_id) = (p.qos, p.packet_id);
+        if qos == QoS::ExactlyOnce
+            && !s
+                .on_incoming_qos2(packet_id)
+                .map_err(|ProtocolViolation::Disconnect(r)| r)?
+        {
+            s.ack_publish(PacketType::PubRec, packet_id, ReasonCode::Success);
+            return Ok(());
+        }
+        let reason = if p.topic.starts_with('$') {
+            ReasonCode::NotAuthorized // clients do not publish into $SYS and other $ topics
+        } else {
+            ReasonCode::Success
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => s.ack_publish(PacketType::PubAck, packet_id, reason),
+            QoS::ExactlyOnce => s.ack_publish(PacketType::PubRec, packet_id, reason),
+        }
+        if reason == ReasonCode::Success {
+            let origin = Origin {
+                core: self.id,
+                session: sid,
+            };
+            let msg = Arc::new(Message::from_publish(
+                p,
+                origin,
+                now,
+                self.settings.message_expiry_max_secs,
+            ));
+            self.route(msg, now);
+        }
+        Ok(())
+    }
+
+    /// Routes a message published on this core: retained store, local subscribers, shared
+    /// groups, and each other core that has interest, once.
+    pub fn route(&mut self, msg: SharedMessage, now: Instant) {
+        if msg.retain {
+            self.store_retained(&msg);
+            self.broadcast(|| MeshMsg::Retain(msg.clone()));
+        }
+        self.deliver_local(&msg, now);
+        let (mut plain, mut shared) = (0u128, 0u128);
+        self.interest
+            .for_each_match(&msg.topic, |c, _| plain |= 1 << c);
+        self.shared_interest
+            .for_each_match(&msg.topic, |c, _| shared |= 1 << c);
+        if shared & (1 << self.id) != 0 {
+            self.deliver_shared(&msg, now);
+        }
+        for c in 0..self.settings.cores as CoreId {
+            let (p, s) = (plain & (1 << c) != 0, shared & (1 << c) != 0);
+            if c != self.id && (p || s) {
+                self.send_mesh(
+                    c,
+                    MeshMsg::Publish {
+                        msg: msg.clone(),
+                        plain: p,
+                        shared: s,
+                    },
+                );
+            }
+        }
+    }
+
+    fn store_retained(&mut self, msg: &SharedMessage) {
+        if msg.payload.is_empty() {
+            self.retained.remove(&msg.topic);
+        } else if self.retained.len() < self.settings.retained_messages_max
+            || self.retained.get(&msg.topic).is_some()
+        {
+            self.retained.set(&msg.topic, msg.clone());
+        }
+    }
+
+    fn deliver_local(&mut self, msg: &SharedMessage, now: Instant) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let me = self.id;
+        self.subs.for_each_match(&msg.topic, |sid, sub| {
+            if sub.options.no_local
+                && msg.origin
+                    == (Origin {
+                        core: me,
+                        session: sid,
+                    })
+            {
+                return;
+            }
+            let agg = scratch.entry(sid).or_default();
+            agg.qos = agg.qos.max(sub.options.qos);
+            agg.retain_as_published |= sub.options.retain_as_published;
+            if let Some(id) = sub.id {
+                agg.sub_ids.push(id);
+            }
+        });
+        for (sid, agg) in scratch.drain() {
+            let d = Delivery {
+                msg: msg.clone(),
+                qos: msg.qos.min(agg.qos),
+                retain: agg.retain_as_published && msg.retain,
+                sub_ids: agg.sub_ids,
+            };
+            self.deliver_to(sid, d, now);
+        }
+        self.scratch = scratch;
+    }
+
+    fn deliver_to(&mut self, sid: SessionId, d: Delivery, now: Instant) {
+        if let Some(slot) = self.slots.get_mut(&sid) {
+            let before = slot.session.drops;
+            slot.session.deliver(d, now);
+            let after = slot.session.drops;
+            let dropped = (after.qos0 + after.queue_full + after.expired + after.too_large)
+                - (before.qos0 + before.queue_full + before.expired + before.too_large);
+            self.stats.messages_dropped += dropped;
+            self.stats.messages_sent += 1 - dropped.min(1);
+            self.wake(sid);
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: member selection only, not security.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn deliver_shared(&mut self, msg: &SharedMessage, now: Instant) {
+        let mut names = Vec::new();
+        self.group_trie
+            .for_each_match(&msg.topic, |_, name| names.push(name.clone()));
+        for name in names {
+            let strategy = self.settings.share_strategy;
+            let r = self.next_random();
+            let Some(g) = self.groups.get_mut(&name) else {
+                continue;
+            };
+            if g.members.is_empty() {
+                continue;
+            }
+            let n = g.members.len();
+            let i = match strategy {
+                ShareStrategy::RoundRobin => {
+                    g.next = (g.next + 1) % n;
+                    g.next
+                }
+                ShareStrategy::Random => (r % n as u64) as usize,
+                ShareStrategy::HashClientId => {
+                    let o = msg.origin;
+                    ((u64::from(o.core) << 48 ^ o.session).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        % n as u64) as usize
+                }
+                ShareStrategy::Sticky => g.next.min(n - 1),
+            };
+            let (core, sid, options, sub_id) = g.members[i];
+            if core == self.id {
+                self.deliver_member(sid, msg.clone(), options, sub_id, now);
+            } else {
+                self.send_mesh(
+                    core,
+                    MeshMsg::Deliver {
+                        session: sid,
+                        msg: msg.clone(),
+                        options,
+                        sub_id,
+                    },
+                );
+            }
+        }
+    }
+
+    fn deliver_member(
+        &mut self,
+        sid: SessionId,
+        msg: SharedMessage,
+        options: SubscriptionOptions,
+        sub_id: Option<u32>,
+        now: Instant,
+    ) {
+        let d = Delivery {
+            qos: msg.qos.min(options.qos),
+            retain: options.retain_as_published && msg.retain,
+            sub_ids: sub_id.into_iter().collect(),
+            msg,
+        };
+        self.deliver_to(sid, d, now);
+    }
+
+    fn share_owner(&self, share: &str) -> CoreId {
+        home_core(share.as_bytes(), self.settings.cores)
+    }
+
+    fn on_subscribe(
+        &mut self,
+        sid: SessionId,
+        sub: Subscribe,
+        now: Instant,
+    ) -> Result<(), ReasonCode> {
+        let sub_id = sub
+            .properties
+            .as_ref()
+            .and_then(|p| p.subscription_identifiers.first().copied());
+        let mut codes = Vec::with_capacity(sub.filters.len());
+        let mut retained_for = Vec::new();
+        for f in &sub.filters {
+            let code = self.subscribe_one(sid, &f.filter, f.options, sub_id, &mut retained_for);
+            codes.push(code);
+        }
+        let Some(slot) = self.slots.get_mut(&sid) else {
+            return Ok(());
+        };
+        slot.session.write(&Packet::SubAck(SubAck {
+            packet_id: sub.packet_id,
+            properties: None,
+            return_codes: codes,
+        }));
+        for (filter, options) in retained_for {
+            self.send_retained(sid, &filter, options, sub_id, now);
+        }
+        Ok(())
+    }
+
+    fn subscribe_one(
+        &mut self,
+        sid: SessionId,
+        filter: &Utf8Bytes,
+        options: SubscriptionOptions,
+        sub_id: Option<u32>,
+        retained_for: &mut Vec<(Box<str>, SubscriptionOptions)>,
+    ) -> ReasonCode {
+        let shared = match topic::parse_shared(filter) {
+            Ok(s) => s,
+            Err(_) => return ReasonCode::TopicFilterInvalid,
+        };
+        if shared.is_some() && !self.settings.shared_subscriptions_enabled {
+            return ReasonCode::SharedSubscriptionsNotSupported;
+        }
+        let inner = shared.map_or(&**filter, |s| s.filter);
+        if !limits_ok(&self.settings, inner) {
+            return ReasonCode::TopicFilterInvalid;
+        }
+        let options = SubscriptionOptions {
+            qos: options.qos.min(self.settings.maximum_qos),
+            ..options
+        };
+        let Some(slot) = self.slots.get_mut(&sid) else {
+            return ReasonCode::UnspecifiedError;
+        };
+        let s = &mut slot.session;
+        let existed = s.subscriptions.contains_key(&**filter);
+        if !existed && s.subscriptions.len() >= self.settings.max_subscriptions_per_client {
+            return ReasonCode::QuotaExceeded;
+        }
+        s.subscriptions.insert(
+            filter.as_str().into(),
+            Subscription {
+                options,
+                id: sub_id,
+            },
+        );
+        match shared {
+            Some(SharedFilter { .. }) => {
+                let owner = self.share_owner(filter);
+                let m = (
+                    filter.as_str().into(),
+                    self.id,
+                    sid,
+                    Some((options, sub_id)),
+                );
+                self.shared_member(owner, m);
+            }
+            None => {
+                let old = self.subs.insert(
+                    inner,
+                    sid,
+                    Subscription {
+                        options,
+                        id: sub_id,
+                    },
+                );
+                if old.is_none() {
+                    self.add_filter_ref(inner);
+                }
+                let send = match options.retain_handling {
+                    ringmq_codec::RetainHandling::SendAtSubscribe => true,
+                    ringmq_codec::RetainHandling::SendIfNew => !existed,
+                    ringmq_codec::RetainHandling::DoNotSend => false,
+                };
+                if send {
+                    retained_for.push((inner.into(), options));
+                }
+            }
+        }
+        match options.qos {
+            QoS::AtMostOnce => ReasonCode::Success,
+            QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+            QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+        }
+    }
+
+    fn shared_member(&mut self, owner: CoreId, m: Membership) {
+        if owner == self.id {
+            self.on_shared_member(&m.0, m.1, m.2, m.3);
+        } else {
+            self.send_mesh(
+                owner,
+                MeshMsg::SharedMember {
+                    share: m.0,
+                    core: m.1,
+                    session: m.2,
+                    join: m.3,
+                },
+            );
+        }
+    }
+
+    fn send_retained(
+        &mut self,
+        sid: SessionId,
+        filter: &str,
+        options: SubscriptionOptions,
+        sub_id: Option<u32>,
+        now: Instant,
+    ) {
+        let mut found = Vec::new();
+        self.retained
+            .for_each_match(filter, |_, m| found.push(m.clone()));
+        for msg in found {
+            let d = Delivery {
+                qos: msg.qos.min(options.qos),
+                retain: true,
+                sub_ids: sub_id.into_iter().collect(),
+                msg,
+            };
+            self.deliver_to(sid, d, now);
+        }
+    }
+
+    fn add_filter_ref(&mut self, filter: &str) {
+        let n = self.filter_refs.entry(filter.into()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            let me = self.id;
+            self.broadcast(|| MeshMsg::Interest {
+                filter: filter.into(),
+                core: me,
+                add: true,
+            });
+        }
+    }
+
+    fn remove_filter_ref(&mut self, filter: &str) {
+        let Some(n) = self.filter_refs.get_mut(filter) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.filter_refs.remove(filter);
+            let me = self.id;
+            self.broadcast(|| MeshMsg::Interest {
+                filter: filter.into(),
+                core: me,
+                add: false,
+            });
+        }
+    }
+
+    fn on_unsubscribe(&mut self, sid: SessionId, u: Unsubscribe) -> Result<(), ReasonCode> {
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for f in &u.filters {
+            codes.push(if self.unsubscribe_one(sid, f) {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            });
+        }
+        if let Some(slot) = self.slots.get_mut(&sid) {
+            slot.session.write(&Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                properties: None,
+                reason_codes: codes,
+            }));
+        }
+        Ok(())
+    }
+
+    fn unsubscribe_one(&mut self, sid: SessionId, filter: &str) -> bool {
+        let Some(slot) = self.slots.get_mut(&sid) else {
+            return false;
+        };
+        if slot.session.subscriptions.remove(filter).is_none() {
+            return false;
+        }
+        match topic::parse_shared(filter) {
+            Ok(Some(_)) => {
+                let owner = self.share_owner(filter);
+                self.shared_member(owner, (filter.into(), self.id, sid, None));
+            }
+            _ => {
+                if self.subs.remove(filter, sid).is_some() {
+                    self.remove_filter_ref(filter);
+                }
+            }
+        }
+        true
+    }
+
+    fn on_disconnect(&mut self, sid: SessionId, d: &Disconnect) -> Result<Flow, ReasonCode> {
+        let Some(slot) = self.slots.get_mut(&sid) else {
+            return Ok(Flow::Close);
+        };
+        if let Some(new) = d
+            .properties
+            .as_ref()
+            .and_then(|p| p.session_expiry_interval)
+        {
+            if slot.session.expiry_secs == 0 && new != 0 {
+                return Err(ReasonCode::ProtocolError); // [MQTT-3.14.2-2]
+            }
+            slot.session.expiry_secs = new.min(self.settings.session_expiry_max_secs);
+        }
+        if d.reason_code != ReasonCode::DisconnectWithWillMessage {
+            slot.session.will = None; // [MQTT-3.1.2-10]
+        }
+        Ok(Flow::Close)
+    }
+
+    /// The connection of `sid` (of this generation) ended. Publishes or schedules the will,
+    /// ends or schedules the end of the session. Stale calls (after a takeover) do nothing.
+    pub fn disconnected(&mut self, sid: SessionId, generation: u64, ending: Ending, now: Instant) {
+        self.end_connection(sid, Some(generation), ending, None, now);
+    }
+
+    fn end_connection(
+        &mut self,
+        sid: SessionId,
+        generation: Option<u64>,
+        ending: Ending,
+        close: Option<ReasonCode>,
+        now: Instant,
+    ) {
+        let Some(slot) = self.slots.get_mut(&sid) else {
+            return;
+        };
+        if generation.is_some_and(|g| g != slot.generation) || slot.link.is_none() {
+            return;
+        }
+        if let Some(link) = slot.link.take() {
+            self.live -= 1;
+            if close.is_some() {
+                link.close.set(close);
+                link.notify.notify();
+            }
+        }
+        slot.session.detach();
+        let will = if ending == Ending::WithWill {
+            slot.session.will.take()
+        } else {
+            None
+        };
+        slot.session.will = None;
+        let expiry = slot.session.expiry_secs;
+        let gen = slot.generation;
+        if let Some(w) = will {
+            let delay = w
+                .properties
+                .as_ref()
+                .and_then(|p| p.will_delay_interval)
+                .unwrap_or(0);
+            if delay == 0 || expiry == 0 {
+                self.publish_will(w, sid, now);
+            } else {
+                slot.session.will = Some(w);
+                let at = now + Duration::from_secs(u64::from(delay.min(expiry)));
+                self.timers.push(Reverse((at, TimerKind::Will, sid, gen)));
+            }
+        }
+        match expiry {
+            0 => self.end_session(sid, now),
+            u32::MAX => {}
+            secs => self.timers.push(Reverse((
+                now + Duration::from_secs(u64::from(secs)),
+                TimerKind::Expiry,
+                sid,
+                gen,
+            ))),
+        }
+    }
+
+    fn publish_will(&mut self, w: ringmq_codec::Will, sid: SessionId, now: Instant) {
+        let publish = Publish {
+            dup: false,
+            qos: w.qos,
+            retain: w.retain,
+            topic: w.topic,
+            packet_id: 0,
+            properties: w.properties.map(|mut p| {
+                p.will_delay_interval = None;
+                p
+            }),
+            payload: w.payload,
+        };
+        let msg = Message::from_publish(
+            publish,
+            Origin {
+                core: self.id,
+                session: sid,
+            },
+            now,
+            self.settings.message_expiry_max_secs,
+        );
+        self.route(Arc::new(msg), now);
+    }
+
+    /// Removes a session and all its subscriptions; a pending will is published first.
+    fn end_session(&mut self, sid: SessionId, now: Instant) {
+        let Some(mut slot) = self.slots.remove(&sid) else {
+            return;
+        };
+        if let Some(link) = slot.link.take() {
+            self.live -= 1;
+            link.close.set(Some(ReasonCode::SessionTakenOver));
+            link.notify.notify();
+        }
+        if let Some(w) = slot.session.will.take() {
+            self.publish_will(w, sid, now);
+        }
+        if self.by_client.get(&slot.session.client_id) == Some(&sid) {
+            self.by_client.remove(&slot.session.client_id);
+        }
+        let filters: Vec<Box<str>> = slot.session.subscriptions.keys().cloned().collect();
+        self.slots.insert(sid, slot);
+        for f in filters {
+            self.unsubscribe_one(sid, &f);
+        }
+        self.slots.remove(&sid);
+    }
+
+    /// The earliest pending timer.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    /// Fires due timers: delayed wills and session expiry.
+    pub fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, kind, sid, gen))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(slot) = self.slots.get_mut(&sid) else {
+                continue;
+            };
+            if slot.generation != gen || slot.link.is_some() {
+                continue; // the client came back [MQTT-3.1.3-9]
+            }
+            match kind {
+                TimerKind::Will => {
+                    if let Some(w) = slot.session.will.take() {
+                        self.publish_will(w, sid, now);
+                    }
+                }
+                TimerKind::Expiry => self.end_session(sid, now),
+            }
+        }
+    }
+
+    /// Handles a message from another core. A connection handoff is returned to the caller,
+    /// which owns sockets.
+    pub fn on_mesh(&mut self, msg: MeshMsg, now: Instant) -> Option<Box<Handoff>> {
+        match msg {
+            MeshMsg::Publish { msg, plain, shared } => {
+                if plain {
+                    self.deliver_local(&msg, now);
+                }
+                if shared {
+                    self.deliver_shared(&msg, now);
+                }
+            }
+            MeshMsg::Interest { filter, core, add } => {
+                if add {
+                    self.interest.insert(&filter, core, ());
+                } else {
+                    self.interest.remove(&filter, core);
+                }
+            }
+            MeshMsg::SharedInterest { filter, owner, add } => {
+                if add {
+                    self.shared_interest.insert(&filter, owner, ());
+                } else {
+                    self.shared_interest.remove(&filter, owner);
+                }
+            }
+            MeshMsg::SharedMember {
+                share,
+                core,
+                session,
+                join,
+            } => self.on_shared_member(&share, core, session, join),
+            MeshMsg::Deliver {
+                session,
+                msg,
+                options,
+                sub_id,
+            } => self.deliver_member(session, msg, options, sub_id, now),
+            MeshMsg::Retain(msg) => self.store_retained(&msg),
+            MeshMsg::Handoff(h) => return Some(h),
+        }
+        None
+    }
+
+    fn on_shared_member(
+        &mut self,
+        share: &str,
+        core: CoreId,
+        session: SessionId,
+        join: Option<(SubscriptionOptions, Option<u32>)>,
+    ) {
+        let Ok(Some(parsed)) = topic::parse_shared(share) else {
+            return;
+        };
+        let inner: Box<str> = parsed.filter.into();
+        match join {
+            Some((options, sub_id)) => {
+                if !self.groups.contains_key(share) {
+                    let id = self.next_group;
+                    self.next_group += 1;
+                    self.groups.insert(
+                        share.into(),
+                        SharedGroup {
+                            id,
+                            filter: inner.clone(),
+                            members: Vec::new(),
+                            next: 0,
+                        },
+                    );
+                    self.group_trie.insert(&inner, id, share.into());
+                    let n = self.shared_filter_refs.entry(inner.clone()).or_insert(0);
+                    *n += 1;
+                    if *n == 1 {
+                        let me = self.id;
+                        self.shared_interest.insert(&inner, me, ());
+                        self.broadcast(|| MeshMsg::SharedInterest {
+                            filter: inner.clone(),
+                            owner: me,
+                            add: true,
+                        });
+                    }
+                }
+                let g = self.groups.get_mut(share).expect("group inserted above");
+                match g.members.iter_mut().find(|m| m.0 == core && m.1 == session) {
+                    Some(m) => *m = (core, session, options, sub_id),
+                    None => g.members.push((core, session, options, sub_id)),
+                }
+            }
+            None => {
+                let Some(g) = self.groups.get_mut(share) else {
+                    return;
+                };
+                g.members.retain(|m| !(m.0 == core && m.1 == session));
+                if g.next >= g.members.len() {
+                    g.next = 0;
+                }
+                if g.members.is_empty() {
+                    let g = self.groups.remove(share).expect("group exists");
+                    self.group_trie.remove(&g.filter, g.id);
+                    if let Some(n) = self.shared_filter_refs.get_mut(&g.filter) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.shared_filter_refs.remove(&g.filter);
+                            let me = self.id;
+                            self.shared_interest.remove(&g.filter, me);
+                            let f = g.filter.clone();
+                            self.broadcast(|| MeshMsg::SharedInterest {
+                                filter: f.clone(),
+                                owner: me,
+                                add: false,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes every connection with Server shutting down (0x8B in v5).
+    pub fn shutdown(&mut self) {
+        for slot in self.slots.values_mut() {
+            if let Some(link) = slot.link.take() {
+                self.live -= 1;
+                link.close.set(Some(ReasonCode::ServerShuttingDown));
+                link.notify.notify();
+            }
+            slot.session.detach();
+        }
+    }
+
+    /// Publishes a message from the broker itself (`$SYS`), retained.
+    pub fn publish_sys(&mut self, topic: &str, value: String, now: Instant) {
+        let Ok(topic) = Utf8Bytes::try_from(topic) else {
+            return;
+        };
+        let msg = Message {
+            topic,
+            payload: Bytes::from(value),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: None,
+            expires_at: None,
+            origin: Origin {
+                core: self.id,
+                session: 0,
+            },
+        };
+        self.route(Arc::new(msg), now);
+    }
+}
+
+#[cfg(test)]
+mod tests;

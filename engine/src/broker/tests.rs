@@ -1,0 +1,562 @@
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringmq_codec::{
+    decode, Connect, DecodeOptions, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS,
+    ReasonCode, RetainHandling, Subscribe, SubscribeFilter, SubscriptionOptions, Utf8Bytes, Will,
+};
+
+use super::*;
+use crate::session::SessionLimits;
+
+fn settings(cores: usize) -> CoreSettings {
+    CoreSettings {
+        cores,
+        session: SessionLimits {
+            max_inflight_messages: 16,
+            max_queued_messages: 100,
+            max_queued_bytes: 1 << 20,
+            write_buffer_high_water_bytes: 1 << 20,
+            max_topic_alias: 8,
+        },
+        max_packet_size_bytes: 1 << 20,
+        max_keep_alive_secs: 600,
+        session_expiry_max_secs: u32::MAX,
+        message_expiry_max_secs: 0,
+        max_topic_levels: 8,
+        max_topic_length_bytes: 256,
+        max_subscriptions_per_client: 4,
+        retained_messages_max: 100,
+        max_client_id_length_bytes: 64,
+        allow_anonymous: true,
+        share_strategy: ShareStrategy::RoundRobin,
+        shared_subscriptions_enabled: true,
+        maximum_qos: QoS::ExactlyOnce,
+        retain_available: true,
+        max_connections_per_core: 100,
+        cross_core_queue_capacity: 64,
+    }
+}
+
+fn connect_packet(id: &str, version: ProtocolVersion, clean: bool) -> Connect {
+    Connect {
+        protocol: version,
+        clean_start: clean,
+        keep_alive: 30,
+        properties: None,
+        client_id: Utf8Bytes::try_from(id).unwrap(),
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+struct Client {
+    sid: SessionId,
+    generation: u64,
+    link: Rc<ConnLink>,
+    version: ProtocolVersion,
+}
+
+fn connect(core: &mut Core, c: Connect) -> Client {
+    let link = Rc::new(ConnLink::default());
+    let version = c.protocol;
+    let a = core
+        .connect(&c, link.clone(), Instant::now())
+        .expect("accepted");
+    let client = Client {
+        sid: a.session,
+        generation: a.generation,
+        link,
+        version,
+    };
+    let packets = drain(core, &client);
+    assert!(
+        matches!(packets.first(), Some(Packet::ConnAck(_))),
+        "{packets:?}"
+    );
+    client
+}
+
+fn drain(core: &mut Core, c: &Client) -> Vec<Packet> {
+    let mut out = core.take_output(c.sid, &c.link).unwrap_or_default();
+    let options = DecodeOptions::new(c.version);
+    let mut packets = Vec::new();
+    while let Some(p) = decode(&mut out, &options).unwrap() {
+        packets.push(p);
+    }
+    core.on_written(c.sid, &c.link, Instant::now());
+    packets
+}
+
+fn subscribe(
+    core: &mut Core,
+    c: &Client,
+    filter: &str,
+    options: SubscriptionOptions,
+    id: Option<u32>,
+) -> Vec<Packet> {
+    let properties = id.map(|id| {
+        Box::new(Properties {
+            subscription_identifiers: vec![id],
+            ..Default::default()
+        })
+    });
+    let sub = Subscribe {
+        packet_id: 1,
+        properties,
+        filters: vec![SubscribeFilter {
+            filter: Utf8Bytes::try_from(filter).unwrap(),
+            options,
+        }],
+    };
+    core.on_packet(c.sid, Packet::Subscribe(sub), Instant::now())
+        .unwrap();
+    drain(core, c)
+}
+
+fn publish(
+    core: &mut Core,
+    c: &Client,
+    topic: &str,
+    payload: &'static [u8],
+    qos: QoS,
+    retain: bool,
+) {
+    let p = Publish {
+        qos,
+        retain,
+        topic: Utf8Bytes::try_from(topic).unwrap(),
+        packet_id: if qos == QoS::AtMostOnce { 0 } else { 1 },
+        payload: Bytes::from_static(payload),
+        ..Default::default()
+    };
+    core.on_packet(c.sid, Packet::Publish(p), Instant::now())
+        .unwrap();
+}
+
+fn received(packets: &[Packet]) -> Vec<(String, Vec<u8>, QoS, bool)> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.topic.to_string(), p.payload.to_vec(), p.qos, p.retain)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn publish_reaches_a_subscriber_with_the_lower_qos() {
+    let mut core = Core::new(0, settings(1));
+    let sub = connect(
+        &mut core,
+        connect_packet("sub", ProtocolVersion::V3_1_1, true),
+    );
+    let publ = connect(
+        &mut core,
+        connect_packet("pub", ProtocolVersion::V3_1_1, true),
+    );
+    let suback = subscribe(
+        &mut core,
+        &sub,
+        "a/+",
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+        None,
+    );
+    assert!(
+        matches!(&suback[..], [Packet::SubAck(s)] if s.return_codes == vec![ReasonCode::GrantedQoS1])
+    );
+    publish(&mut core, &publ, "a/b", b"x", QoS::ExactlyOnce, false);
+    assert_eq!(
+        received(&drain(&mut core, &sub)),
+        vec![("a/b".into(), b"x".to_vec(), QoS::AtLeastOnce, false)]
+    );
+    assert!(matches!(&drain(&mut core, &publ)[..], [Packet::PubRec(_)]));
+}
+
+#[test]
+fn overlapping_subscriptions_deliver_once_with_highest_qos_and_all_ids() {
+    let mut core = Core::new(0, settings(1));
+    let sub = connect(&mut core, connect_packet("sub", ProtocolVersion::V5, true));
+    subscribe(
+        &mut core,
+        &sub,
+        "a/#",
+        SubscriptionOptions::qos(QoS::AtMostOnce),
+        Some(1),
+    );
+    subscribe(
+        &mut core,
+        &sub,
+        "a/+",
+        SubscriptionOptions::qos(QoS::ExactlyOnce),
+        Some(2),
+    );
+    publish(&mut core, &sub, "a/b", b"x", QoS::ExactlyOnce, false);
+    let packets = drain(&mut core, &sub);
+    let pubs: Vec<_> = packets
+        .iter()
+        .filter_map(|p| {
+            if let Packet::Publish(p) = p {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(pubs.len(), 1);
+    assert_eq!(pubs[0].qos, QoS::ExactlyOnce);
+    let mut ids = pubs[0]
+        .properties
+        .as_ref()
+        .unwrap()
+        .subscription_identifiers
+        .clone();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2]);
+}
+
+#[test]
+fn no_local_skips_own_publications() {
+    let mut core = Core::new(0, settings(1));
+    let c = connect(&mut core, connect_packet("c", ProtocolVersion::V5, true));
+    let opts = SubscriptionOptions {
+        no_local: true,
+        ..SubscriptionOptions::qos(QoS::AtMostOnce)
+    };
+    subscribe(&mut core, &c, "t", opts, None);
+    publish(&mut core, &c, "t", b"x", QoS::AtMostOnce, false);
+    assert!(received(&drain(&mut core, &c)).is_empty());
+}
+
+#[test]
+fn retained_messages_set_replace_clear_and_retain_handling() {
+    let mut core = Core::new(0, settings(1));
+    let p = connect(&mut core, connect_packet("p", ProtocolVersion::V5, true));
+    publish(&mut core, &p, "r/1", b"old", QoS::AtMostOnce, true);
+    publish(&mut core, &p, "r/1", b"new", QoS::AtMostOnce, true);
+    publish(&mut core, &p, "r/2", b"two", QoS::AtLeastOnce, true);
+    let s = connect(&mut core, connect_packet("s", ProtocolVersion::V5, true));
+    let got = received(&subscribe(
+        &mut core,
+        &s,
+        "r/#",
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+        None,
+    ));
+    assert_eq!(got.len(), 2);
+    assert!(got.contains(&("r/1".into(), b"new".to_vec(), QoS::AtMostOnce, true)));
+    assert!(got.contains(&("r/2".into(), b"two".to_vec(), QoS::AtLeastOnce, true)));
+    let if_new = SubscriptionOptions {
+        retain_handling: RetainHandling::SendIfNew,
+        ..SubscriptionOptions::qos(QoS::AtLeastOnce)
+    };
+    assert!(received(&subscribe(&mut core, &s, "r/#", if_new, None)).is_empty());
+    let never = SubscriptionOptions {
+        retain_handling: RetainHandling::DoNotSend,
+        ..SubscriptionOptions::qos(QoS::AtLeastOnce)
+    };
+    assert!(received(&subscribe(&mut core, &s, "r/+", never, None)).is_empty());
+    publish(&mut core, &p, "r/1", b"", QoS::AtMostOnce, true);
+    assert_eq!(core.retained_count(), 1);
+}
+
+#[test]
+fn will_on_abnormal_close_not_on_normal_disconnect() {
+    let mut core = Core::new(0, settings(1));
+    let s = connect(&mut core, connect_packet("s", ProtocolVersion::V5, true));
+    subscribe(
+        &mut core,
+        &s,
+        "will/#",
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+        None,
+    );
+    let with_will = |id: &str| Connect {
+        will: Some(Will {
+            topic: Utf8Bytes::from_static("will/x"),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+        }),
+        ..connect_packet(id, ProtocolVersion::V5, true)
+    };
+    let a = connect(&mut core, with_will("a"));
+    core.on_packet(
+        a.sid,
+        Packet::Disconnect(Disconnect::NORMAL),
+        Instant::now(),
+    )
+    .unwrap();
+    core.disconnected(a.sid, a.generation, Ending::Normal, Instant::now());
+    assert!(received(&drain(&mut core, &s)).is_empty());
+    let b = connect(&mut core, with_will("b"));
+    core.disconnected(b.sid, b.generation, Ending::WithWill, Instant::now());
+    assert_eq!(
+        received(&drain(&mut core, &s)),
+        vec![("will/x".into(), b"gone".to_vec(), QoS::AtLeastOnce, false)]
+    );
+}
+
+#[test]
+fn delayed_will_is_cancelled_by_reconnect_and_fires_otherwise() {
+    let mut core = Core::new(0, settings(1));
+    let s = connect(&mut core, connect_packet("s", ProtocolVersion::V5, true));
+    subscribe(
+        &mut core,
+        &s,
+        "w",
+        SubscriptionOptions::qos(QoS::AtMostOnce),
+        None,
+    );
+    let c = || Connect {
+        properties: Some(Box::new(Properties {
+            session_expiry_interval: Some(100),
+            ..Default::default()
+        })),
+        will: Some(Will {
+            topic: Utf8Bytes::from_static("w"),
+            payload: Bytes::from_static(b"bye"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Some(Box::new(Properties {
+                will_delay_interval: Some(5),
+                ..Default::default()
+            })),
+        }),
+        ..connect_packet("d", ProtocolVersion::V5, false)
+    };
+    let t0 = Instant::now();
+    let d = connect(&mut core, c());
+    core.disconnected(d.sid, d.generation, Ending::WithWill, t0);
+    let _d2 = connect(&mut core, c()); // back before the delay [MQTT-3.1.3-9]
+    core.fire_timers(t0 + Duration::from_secs(6));
+    assert!(received(&drain(&mut core, &s)).is_empty());
+    let d3 = connect(&mut core, c());
+    core.disconnected(d3.sid, d3.generation, Ending::WithWill, t0);
+    core.fire_timers(t0 + Duration::from_secs(4));
+    assert!(received(&drain(&mut core, &s)).is_empty());
+    core.fire_timers(t0 + Duration::from_secs(6));
+    assert_eq!(received(&drain(&mut core, &s)).len(), 1);
+}
+
+#[test]
+fn takeover_closes_the_old_connection_and_resumes_the_session() {
+    let mut core = Core::new(0, settings(1));
+    let persistent = || Connect {
+        properties: Some(Box::new(Properties {
+            session_expiry_interval: Some(60),
+            ..Default::default()
+        })),
+        ..connect_packet("x", ProtocolVersion::V5, false)
+    };
+    let old = connect(&mut core, persistent());
+    subscribe(
+        &mut core,
+        &old,
+        "t",
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+        None,
+    );
+    let link = Rc::new(ConnLink::default());
+    let c = persistent();
+    let a = core.connect(&c, link.clone(), Instant::now()).unwrap();
+    assert_eq!(old.link.close.get(), Some(ReasonCode::SessionTakenOver));
+    let new = Client {
+        sid: a.session,
+        generation: a.generation,
+        link,
+        version: ProtocolVersion::V5,
+    };
+    assert!(matches!(&drain(&mut core, &new)[..], [Packet::ConnAck(c)] if c.session_present));
+    // The old connection's late cleanup does not disturb the new one.
+    core.disconnected(old.sid, old.generation, Ending::WithWill, Instant::now());
+    publish(&mut core, &new, "t", b"1", QoS::AtLeastOnce, false);
+    assert_eq!(received(&drain(&mut core, &new)).len(), 1);
+}
+
+#[test]
+fn session_expiry_ends_the_session() {
+    let mut core = Core::new(0, settings(1));
+    let c = Connect {
+        properties: Some(Box::new(Properties {
+            session_expiry_interval: Some(10),
+            ..Default::default()
+        })),
+        ..connect_packet("e", ProtocolVersion::V5, false)
+    };
+    let t0 = Instant::now();
+    let a = connect(&mut core, c.clone());
+    subscribe(
+        &mut core,
+        &a,
+        "t",
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+        None,
+    );
+    core.disconnected(a.sid, a.generation, Ending::WithWill, t0);
+    core.fire_timers(t0 + Duration::from_secs(9));
+    assert_eq!((core.session_count(), core.subscription_count()), (1, 1));
+    core.fire_timers(t0 + Duration::from_secs(11));
+    assert_eq!((core.session_count(), core.subscription_count()), (0, 0));
+}
+
+#[test]
+fn shared_group_round_robin_on_one_core() {
+    let mut core = Core::new(0, settings(1));
+    let members: Vec<_> = (0..3)
+        .map(|i| {
+            connect(
+                &mut core,
+                connect_packet(&format!("m{i}"), ProtocolVersion::V5, true),
+            )
+        })
+        .collect();
+    for m in &members {
+        subscribe(
+            &mut core,
+            m,
+            "$share/g/s/+",
+            SubscriptionOptions::qos(QoS::AtMostOnce),
+            None,
+        );
+    }
+    let p = connect(&mut core, connect_packet("p", ProtocolVersion::V5, true));
+    for _ in 0..6 {
+        publish(&mut core, &p, "s/1", b"m", QoS::AtMostOnce, false);
+    }
+    let counts: Vec<usize> = members
+        .iter()
+        .map(|m| received(&drain(&mut core, m)).len())
+        .collect();
+    assert_eq!(counts, vec![2, 2, 2]);
+}
+
+#[test]
+fn subscription_limit_is_enforced_per_client() {
+    let mut core = Core::new(0, settings(1));
+    let c = connect(&mut core, connect_packet("c", ProtocolVersion::V5, true));
+    for i in 0..4 {
+        subscribe(
+            &mut core,
+            &c,
+            &format!("t/{i}"),
+            SubscriptionOptions::qos(QoS::AtMostOnce),
+            None,
+        );
+    }
+    let r = subscribe(
+        &mut core,
+        &c,
+        "t/9",
+        SubscriptionOptions::qos(QoS::AtMostOnce),
+        None,
+    );
+    assert!(
+        matches!(&r[..], [Packet::SubAck(s)] if s.return_codes == vec![ReasonCode::QuotaExceeded])
+    );
+    let deep = subscribe(
+        &mut core,
+        &c,
+        "a/b/c/d/e/f/g/h/i",
+        SubscriptionOptions::qos(QoS::AtMostOnce),
+        None,
+    );
+    assert!(
+        matches!(&deep[..], [Packet::SubAck(s)] if s.return_codes == vec![ReasonCode::TopicFilterInvalid])
+    );
+}
+
+/// Moves every pending mesh message between the cores until none is left.
+fn settle(cores: &mut [Core]) {
+    loop {
+        let mut moved = false;
+        for from in 0..cores.len() {
+            for to in 0..cores.len() {
+                while let Some(m) = cores[from].mesh_out[to].pop_front() {
+                    moved = true;
+                    assert!(cores[to].on_mesh(m, Instant::now()).is_none());
+                }
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+#[test]
+fn cross_core_routing_in_order_and_shared_groups() {
+    let mut cores = vec![Core::new(0, settings(2)), Core::new(1, settings(2))];
+    let sub = connect(
+        &mut cores[1],
+        connect_packet("s", ProtocolVersion::V5, true),
+    );
+    subscribe(
+        &mut cores[1],
+        &sub,
+        "x/#",
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+        None,
+    );
+    let m0 = connect(
+        &mut cores[0],
+        connect_packet("m0", ProtocolVersion::V5, true),
+    );
+    let m1 = connect(
+        &mut cores[1],
+        connect_packet("m1", ProtocolVersion::V5, true),
+    );
+    subscribe(
+        &mut cores[0],
+        &m0,
+        "$share/g/x/y",
+        SubscriptionOptions::qos(QoS::AtMostOnce),
+        None,
+    );
+    subscribe(
+        &mut cores[1],
+        &m1,
+        "$share/g/x/y",
+        SubscriptionOptions::qos(QoS::AtMostOnce),
+        None,
+    );
+    settle(&mut cores);
+    let p = connect(
+        &mut cores[0],
+        connect_packet("p", ProtocolVersion::V5, true),
+    );
+    for payload in [b"1", b"2", b"3", b"4"] {
+        publish(&mut cores[0], &p, "x/y", payload, QoS::AtLeastOnce, false);
+    }
+    settle(&mut cores);
+    let got: Vec<Vec<u8>> = received(&drain(&mut cores[1], &sub))
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(
+        got,
+        vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec(), b"4".to_vec()]
+    );
+    let shared =
+        received(&drain(&mut cores[0], &m0)).len() + received(&drain(&mut cores[1], &m1)).len();
+    assert_eq!(shared, 4, "each message to exactly one group member");
+    // Unsubscribe withdraws the interest.
+    let unsub = ringmq_codec::Unsubscribe {
+        packet_id: 2,
+        properties: None,
+        filters: vec![Utf8Bytes::from_static("x/#")],
+    };
+    cores[1]
+        .on_packet(sub.sid, Packet::Unsubscribe(unsub), Instant::now())
+        .unwrap();
+    settle(&mut cores);
+    drain(&mut cores[1], &sub);
+    publish(&mut cores[0], &p, "x/z", b"5", QoS::AtLeastOnce, false);
+    assert!(
+        cores[0].mesh_out[1].is_empty(),
+        "no interest left on core 1 for x/z"
+    );
+}

@@ -1,0 +1,14 @@
+//! The ringmq broker engine.
+#![warn(missing_docs)]
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod mesh;
+pub mod message;
+pub mod notify;
+pub mod preflight;
+pub mod retained;
+pub mod runtime;
+pub mod session;
+pub mod trie;

@@ -1,0 +1,111 @@
+//! What cores say to each other. Every cross-core interaction is one of these messages, sent
+//! over a bounded single-producer single-consumer queue per ordered core pair (an N×N mesh), so
+//! that per (publisher, topic) order is kept: one publisher's messages to one core travel one
+//! FIFO queue.
+
+use std::os::fd::OwnedFd;
+
+use bytes::BytesMut;
+use ringmq_codec::{Connect, SubscriptionOptions};
+
+use crate::message::{CoreId, SessionId, SharedMessage};
+
+/// A message from one core to another.
+#[derive(Debug)]
+pub enum MeshMsg {
+    /// A publication: deliver to local plain subscribers (`plain`) and/or to the shared groups
+    /// this core owns (`shared`).
+    Publish {
+        /// The message.
+        msg: SharedMessage,
+        /// Match the receiver's plain subscriptions.
+        plain: bool,
+        /// Match the shared groups the receiver owns.
+        shared: bool,
+    },
+    /// Core `core` gained its first (`add`) or lost its last subscriber on a plain filter.
+    Interest {
+        /// The filter.
+        filter: Box<str>,
+        /// The core whose interest changed.
+        core: CoreId,
+        /// Gained or lost.
+        add: bool,
+    },
+    /// Core `owner` created or removed a shared group on `filter` (the part after the group).
+    SharedInterest {
+        /// The inner filter.
+        filter: Box<str>,
+        /// The owner core.
+        owner: CoreId,
+        /// Created or removed.
+        add: bool,
+    },
+    /// A session joins or leaves a shared group owned by the receiver.
+    SharedMember {
+        /// `$share/{group}/{filter}` or `$queue/{filter}` as subscribed.
+        share: Box<str>,
+        /// Member's home core.
+        core: CoreId,
+        /// Member session.
+        session: SessionId,
+        /// Its subscription options and identifier; `None` to leave.
+        join: Option<(SubscriptionOptions, Option<u32>)>,
+    },
+    /// The shared group owner picked this session for a message.
+    Deliver {
+        /// The member session (on the receiving core).
+        session: SessionId,
+        /// The message.
+        msg: SharedMessage,
+        /// Subscription options of the member.
+        options: SubscriptionOptions,
+        /// Its subscription identifier.
+        sub_id: Option<u32>,
+    },
+    /// A retained message was set (non-empty payload) or cleared (empty payload).
+    Retain(SharedMessage),
+    /// A connection whose CONNECT arrived on another core moves to its session's home core.
+    Handoff(Box<Handoff>),
+}
+
+/// A connection on its way to its home core.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The socket.
+    pub fd: OwnedFd,
+    /// The decoded CONNECT.
+    pub connect: Box<Connect>,
+    /// Bytes read after the CONNECT.
+    pub rest: BytesMut,
+    /// Peer address, for logs.
+    pub peer: std::net::SocketAddr,
+}
+
+/// The home core of a client identifier: a pure function, so a client id's session lives on
+/// exactly one core (FNV-1a; stable across runs and platforms).
+pub fn home_core(client_id: &[u8], cores: usize) -> CoreId {
+    debug_assert!(cores > 0);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in client_id {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % cores as u64) as CoreId
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_core_is_stable_and_spreads() {
+        assert_eq!(home_core(b"client-1", 1), 0);
+        assert_eq!(home_core(b"abc", 4), home_core(b"abc", 4));
+        let mut seen = [0u32; 4];
+        for i in 0..1000 {
+            seen[home_core(format!("c{i}").as_bytes(), 4) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 150), "{seen:?}");
+    }
+}

@@ -1,0 +1,454 @@
+//! The seam between the broker and glommio: executors pinned one per core, listeners, the
+//! cross-core mesh, timers and signals. Everything glommio-specific lives here and in
+//! `connection.rs`, so that the broker logic (`broker.rs`, `session.rs`) does not depend on it.
+//!
+//! Cross-core queues: glommio's `shared_channel` is a bounded, lock-free single-producer
+//! single-consumer ring with its own cross-executor wake-up (an eventfd). One per ordered core
+//! pair makes the N×N mesh. Each end is connected by its own task, so no executor waits for a
+//! peer in a fixed order (connecting crossed channels in opposite orders deadlocks).
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::broker::{Core, CoreSettings};
+use crate::connection::{self, ConnCtx};
+use crate::mesh::MeshMsg;
+use crate::message::CoreId;
+
+/// Set by SIGINT/SIGTERM.
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SHUTDOWN.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Everything a core needs to start, built by the caller.
+pub struct RuntimeSettings {
+    /// Broker settings per core.
+    pub core: CoreSettings,
+    /// Listening addresses with their backlog.
+    pub listeners: Vec<(SocketAddr, i32)>,
+    /// io_uring registered memory per executor.
+    pub io_memory_bytes: usize,
+    /// Per read call.
+    pub read_buffer_bytes: usize,
+    /// Between accept and CONNECT.
+    pub connect_timeout: Duration,
+    /// Largest packet accepted.
+    pub max_packet_size_bytes: u32,
+    /// TCP_NODELAY on accepted sockets.
+    pub tcp_nodelay: bool,
+    /// Pause after EMFILE/ENFILE on accept.
+    pub accept_backoff: Duration,
+    /// Mesh queue capacity per core pair.
+    pub cross_core_queue_capacity: usize,
+    /// `$SYS` interval (zero: off).
+    pub sys_interval: Duration,
+}
+
+/// Per-core counters, written by their core only and read by core 0 for `$SYS`: lock-free
+/// aggregation, no hot-path sharing (each core stores its totals once per tick).
+#[derive(Default)]
+pub struct CoreCounters {
+    /// Connected clients.
+    pub clients_connected: AtomicU64,
+    /// Sessions (connected or not).
+    pub sessions: AtomicU64,
+    /// Messages received.
+    pub messages_received: AtomicU64,
+    /// Messages sent.
+    pub messages_sent: AtomicU64,
+    /// Messages dropped.
+    pub messages_dropped: AtomicU64,
+    /// Local subscriptions.
+    pub subscriptions: AtomicU64,
+    /// Retained messages (the replica of core 0 is the broker's count).
+    pub retained: AtomicU64,
+}
+
+fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket)
+}
+
+fn owned(socket: socket2::Socket) -> OwnedFd {
+    // SAFETY: the socket gives up its descriptor, which the OwnedFd now owns.
+    unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) }
+}
+
+/// Binds every listener once per core (SO_REUSEPORT: the kernel spreads connections over the
+/// cores). A port of 0 is resolved by the first bind and reused by the others.
+fn bind_all(
+    settings: &RuntimeSettings,
+    cores: usize,
+) -> std::io::Result<(Vec<SocketAddr>, Vec<Vec<OwnedFd>>)> {
+    let mut per_core: Vec<Vec<OwnedFd>> = (0..cores).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for &(addr, backlog) in &settings.listeners {
+        let first = bind(addr, backlog)?;
+        let actual = first.local_addr()?.as_socket().unwrap_or(addr);
+        bound.push(actual);
+        per_core[0].push(owned(first));
+        for fds in per_core.iter_mut().skip(1) {
+            fds.push(owned(bind(actual, backlog)?));
+        }
+    }
+    Ok((bound, per_core))
+}
+
+/// Errors that stop the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listener could not be bound.
+    #[error("cannot listen: {0}")]
+    Bind(std::io::Error),
+    /// An executor could not start or failed.
+    #[error("executor on core {core}: {message}")]
+    Executor {
+        /// The core.
+        core: usize,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Runs the broker until SIGINT or SIGTERM.
+pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
+    install_signal_handlers();
+    let cores = settings.core.cores;
+    let (bound, mut fds) = bind_all(&settings, cores).map_err(RunError::Bind)?;
+    for addr in &bound {
+        // Tests and operators read this line to learn the port.
+        tracing::info!("listening on {addr}");
+        println!("ringmq listening on {addr}");
+    }
+    let counters: Arc<Vec<CoreCounters>> =
+        Arc::new((0..cores).map(|_| CoreCounters::default()).collect());
+    // mesh[from][to]
+    let mut senders: Vec<Vec<Option<SharedSender<MeshMsg>>>> = (0..cores)
+        .map(|_| (0..cores).map(|_| None).collect())
+        .collect();
+    let mut receivers: Vec<Vec<Option<SharedReceiver<MeshMsg>>>> = (0..cores)
+        .map(|_| (0..cores).map(|_| None).collect())
+        .collect();
+    for (from, row) in senders.iter_mut().enumerate() {
+        for (to, slot) in row.iter_mut().enumerate() {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(settings.cross_core_queue_capacity);
+                *slot = Some(tx);
+                receivers[to][from] = Some(rx);
+            }
+        }
+    }
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let settings = Arc::new(settings);
+    let mut handles = Vec::new();
+    for (core, ((tx, rx), fds)) in senders
+        .into_iter()
+        .zip(receivers)
+        .zip(fds.drain(..))
+        .enumerate()
+    {
+        let settings = settings.clone();
+        let counters = counters.clone();
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(core % online))
+            .name(&format!("ringmq-core-{core}"))
+            .io_memory(settings.io_memory_bytes);
+        let handle = builder
+            .spawn(move || core_main(core as CoreId, settings, tx, rx, fds, counters))
+            .map_err(|e| RunError::Executor {
+                core,
+                message: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    let mut result = Ok(());
+    for (core, h) in handles.into_iter().enumerate() {
+        if let Err(e) = h.join() {
+            result = Err(RunError::Executor {
+                core,
+                message: e.to_string(),
+            });
+        }
+    }
+    result
+}
+
+async fn core_main(
+    id: CoreId,
+    settings: Arc<RuntimeSettings>,
+    senders: Vec<Option<SharedSender<MeshMsg>>>,
+    receivers: Vec<Option<SharedReceiver<MeshMsg>>>,
+    listeners: Vec<OwnedFd>,
+    counters: Arc<Vec<CoreCounters>>,
+) {
+    let core = Rc::new(RefCell::new(Core::new(id, settings.core.clone())));
+    let ctx = Rc::new(ConnCtx {
+        core: core.clone(),
+        read_buffer_bytes: settings.read_buffer_bytes,
+        max_packet_size_bytes: settings.max_packet_size_bytes,
+        connect_timeout: settings.connect_timeout,
+        tcp_nodelay: settings.tcp_nodelay,
+    });
+    for (to, tx) in senders.into_iter().enumerate() {
+        if let Some(tx) = tx {
+            glommio::spawn_local(mesh_sender(core.clone(), to, tx)).detach();
+        }
+    }
+    for rx in receivers.into_iter().flatten() {
+        glommio::spawn_local(mesh_receiver(ctx.clone(), rx)).detach();
+    }
+    let mut accept_tasks = Vec::new();
+    for fd in listeners {
+        // SAFETY: a listening socket we own, handed over whole.
+        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        accept_tasks.push(glommio::spawn_local(accept_loop(
+            listener,
+            ctx.clone(),
+            settings.accept_backoff,
+        )));
+    }
+    ticker(&core, id, &settings, &counters).await;
+    for t in accept_tasks {
+        t.cancel().await;
+    }
+    core.borrow_mut().shutdown();
+    // Let writers send their DISCONNECT (0x8B) and close.
+    glommio::timer::sleep(Duration::from_millis(200)).await;
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Rc<ConnCtx>, backoff: Duration) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(connection::accepted(stream, ctx.clone())).detach();
+            }
+            Err(e) => {
+                let raw = match &e {
+                    glommio::GlommioError::IoError(io) => io.raw_os_error(),
+                    _ => None,
+                };
+                if matches!(
+                    raw,
+                    Some(libc::EMFILE)
+                        | Some(libc::ENFILE)
+                        | Some(libc::ENOBUFS)
+                        | Some(libc::ENOMEM)
+                ) {
+                    tracing::warn!(error = %e, "accept failed: out of descriptors or memory; backing off");
+                    glommio::timer::sleep(backoff).await;
+                } else {
+                    tracing::debug!(error = %e, "accept failed");
+                }
+            }
+        }
+    }
+}
+
+async fn mesh_sender(core: Rc<RefCell<Core>>, to: usize, tx: SharedSender<MeshMsg>) {
+    let tx = tx.connect().await;
+    let notify = core.borrow().mesh_notify[to].clone();
+    loop {
+        notify.notified().await;
+        loop {
+            let msg = core.borrow_mut().mesh_out[to].pop_front();
+            let Some(msg) = msg else { break };
+            match tx.try_send(msg) {
+                Ok(()) => {}
+                // Full: wait for the peer (readers on this core pause meanwhile).
+                Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) => {
+                    if tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return, // the peer core has stopped
+            }
+        }
+    }
+}
+
+async fn mesh_receiver(ctx: Rc<ConnCtx>, rx: SharedReceiver<MeshMsg>) {
+    let rx = rx.connect().await;
+    while let Some(msg) = rx.recv().await {
+        let handoff = ctx.core.borrow_mut().on_mesh(msg, Instant::now());
+        if let Some(h) = handoff {
+            glommio::spawn_local(connection::handed_over(h, ctx.clone())).detach();
+        }
+    }
+}
+
+const TICK: Duration = Duration::from_millis(100);
+
+async fn ticker(
+    core: &Rc<RefCell<Core>>,
+    id: CoreId,
+    settings: &RuntimeSettings,
+    counters: &[CoreCounters],
+) {
+    let started = Instant::now();
+    let mut next_sys = started + settings.sys_interval;
+    while !SHUTDOWN.load(Ordering::Relaxed) {
+        glommio::timer::sleep(TICK).await;
+        let now = Instant::now();
+        let mut c = core.borrow_mut();
+        c.fire_timers(now);
+        let mine = &counters[usize::from(id)];
+        mine.clients_connected
+            .store(c.connected_count() as u64, Ordering::Relaxed);
+        mine.sessions
+            .store(c.session_count() as u64, Ordering::Relaxed);
+        mine.messages_received
+            .store(c.stats.messages_received, Ordering::Relaxed);
+        mine.messages_sent
+            .store(c.stats.messages_sent, Ordering::Relaxed);
+        mine.messages_dropped
+            .store(c.stats.messages_dropped, Ordering::Relaxed);
+        mine.subscriptions
+            .store(c.subscription_count() as u64, Ordering::Relaxed);
+        mine.retained
+            .store(c.retained_count() as u64, Ordering::Relaxed);
+        if id == 0 && !settings.sys_interval.is_zero() && now >= next_sys {
+            next_sys = now + settings.sys_interval;
+            publish_sys(&mut c, counters, now - started, now);
+        }
+    }
+}
+
+fn publish_sys(core: &mut Core, counters: &[CoreCounters], uptime: Duration, now: Instant) {
+    let sum = |f: fn(&CoreCounters) -> &AtomicU64| {
+        counters
+            .iter()
+            .map(|c| f(c).load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let values = [
+        (
+            "$SYS/broker/version",
+            format!("ringmq {}", env!("CARGO_PKG_VERSION")),
+        ),
+        (
+            "$SYS/broker/uptime",
+            format!("{} seconds", uptime.as_secs()),
+        ),
+        (
+            "$SYS/broker/clients/connected",
+            sum(|c| &c.clients_connected).to_string(),
+        ),
+        (
+            "$SYS/broker/clients/total",
+            sum(|c| &c.sessions).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/received",
+            sum(|c| &c.messages_received).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/sent",
+            sum(|c| &c.messages_sent).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/dropped",
+            sum(|c| &c.messages_dropped).to_string(),
+        ),
+        (
+            "$SYS/broker/subscriptions/count",
+            sum(|c| &c.subscriptions).to_string(),
+        ),
+        (
+            "$SYS/broker/retained messages/count",
+            counters[0].retained.load(Ordering::Relaxed).to_string(),
+        ),
+    ];
+    for (topic, value) in values {
+        core.publish_sys(topic, value, now);
+    }
+}
+
+impl RuntimeSettings {
+    /// Derives the settings of every part from a validated configuration.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        use crate::broker::ShareStrategy;
+        use crate::config::SharedSubscriptionStrategy as S;
+        let l = &config.limits;
+        let r = &config.runtime;
+        let cores = config.executors();
+        let sat = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let core = CoreSettings {
+            cores,
+            session: crate::session::SessionLimits {
+                max_inflight_messages: l.max_inflight_messages,
+                max_queued_messages: l.max_queued_messages as usize,
+                max_queued_bytes: sat(l.max_queued_bytes),
+                write_buffer_high_water_bytes: sat(r.write_buffer_high_water_bytes),
+                max_topic_alias: l.max_topic_alias,
+            },
+            max_packet_size_bytes: l.max_packet_size_bytes,
+            max_keep_alive_secs: l.max_keep_alive_secs,
+            session_expiry_max_secs: l.session_expiry_max_secs,
+            message_expiry_max_secs: l.message_expiry_max_secs,
+            max_topic_levels: l.max_topic_levels as usize,
+            max_topic_length_bytes: usize::from(l.max_topic_length_bytes),
+            max_subscriptions_per_client: l.max_subscriptions_per_client as usize,
+            retained_messages_max: sat(l.retained_messages_max),
+            max_client_id_length_bytes: usize::from(l.max_client_id_length_bytes),
+            allow_anonymous: config.allow_anonymous,
+            share_strategy: match config.shared_subscriptions.strategy {
+                S::RoundRobin => ShareStrategy::RoundRobin,
+                S::Random => ShareStrategy::Random,
+                S::HashClientId => ShareStrategy::HashClientId,
+                S::Sticky => ShareStrategy::Sticky,
+            },
+            shared_subscriptions_enabled: config.shared_subscriptions.enabled,
+            maximum_qos: match l.max_qos {
+                0 => ringmq_codec::QoS::AtMostOnce,
+                1 => ringmq_codec::QoS::AtLeastOnce,
+                _ => ringmq_codec::QoS::ExactlyOnce,
+            },
+            retain_available: l.retain_available,
+            max_connections_per_core: sat(config
+                .effective_max_connections()
+                .div_ceil(cores as u64)),
+            cross_core_queue_capacity: r.cross_core_queue_capacity as usize,
+        };
+        Self {
+            core,
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| (l.bind, i32::try_from(l.backlog).unwrap_or(i32::MAX)))
+                .collect(),
+            io_memory_bytes: sat(r.io_memory_bytes),
+            read_buffer_bytes: r.read_buffer_bytes as usize,
+            connect_timeout: Duration::from_millis(l.connect_timeout_ms),
+            max_packet_size_bytes: l.max_packet_size_bytes,
+            tcp_nodelay: r.tcp_nodelay,
+            accept_backoff: Duration::from_millis(r.accept_backoff_ms),
+            cross_core_queue_capacity: r.cross_core_queue_capacity as usize,
+            sys_interval: Duration::from_secs(u64::from(config.sys.interval_secs)),
+        }
+    }
+}
