@@ -71,6 +71,9 @@ pub struct CoreSettings {
     pub max_subscriptions_per_client: usize,
     /// Retained messages kept.
     pub retained_messages_max: usize,
+    /// Retained messages delivered per loop turn for one subscription, so a wildcard subscribe
+    /// against a huge store does not stall the core.
+    pub retained_scan_budget_messages: usize,
     /// Bytes of client identifier accepted.
     pub max_client_id_length_bytes: usize,
     /// Whether clients without a user name are let in.
@@ -116,6 +119,27 @@ struct SharedGroup {
 enum TimerKind {
     Will,
     Expiry,
+}
+
+/// A retained-message delivery in progress: resumed after `after` (topic order).
+struct RetainedScan {
+    session: SessionId,
+    generation: u64,
+    filter: Box<str>,
+    options: SubscriptionOptions,
+    sub_id: Option<u32>,
+    after: Option<String>,
+}
+
+/// Progress of [`Core::continue_retained_scans`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanProgress {
+    /// Nothing pending.
+    Done,
+    /// Messages were delivered; more are pending.
+    Advanced,
+    /// Pending scans wait for their sessions to drain.
+    Stalled,
 }
 
 /// Counters of one core, summed for `$SYS`.
@@ -197,6 +221,9 @@ pub struct Core {
     /// Counters.
     pub stats: CoreStats,
     live: usize,
+    scans: VecDeque<RetainedScan>,
+    /// Woken when retained deliveries are pending.
+    pub scan_notify: Rc<Notify>,
 }
 
 fn limits_ok(s: &CoreSettings, t: &str) -> bool {
@@ -230,6 +257,8 @@ impl Core {
             mesh_notify: (0..cores).map(|_| Rc::new(Notify::default())).collect(),
             stats: CoreStats::default(),
             live: 0,
+            scans: VecDeque::new(),
+            scan_notify: Rc::new(Notify::default()),
         }
     }
 
@@ -889,17 +918,70 @@ impl Core {
         sub_id: Option<u32>,
         now: Instant,
     ) {
-        let mut found = Vec::new();
-        self.retained
-            .for_each_match(filter, |_, m| found.push(m.clone()));
-        for msg in found {
-            let d = Delivery {
-                qos: msg.qos.min(options.qos),
-                retain: true,
-                sub_ids: sub_id.into_iter().collect(),
-                msg,
+        let Some(slot) = self.slots.get(&sid) else {
+            return;
+        };
+        self.scans.push_back(RetainedScan {
+            session: sid,
+            generation: slot.generation,
+            filter: filter.into(),
+            options,
+            sub_id,
+            after: None,
+        });
+        if self.continue_retained_scans(now) != ScanProgress::Done {
+            self.scan_notify.notify();
+        }
+    }
+
+    /// Delivers the next slice of every pending retained-message scan: at most
+    /// `retained_scan_budget_messages` per scan, and no more than the session can queue. Scans
+    /// of sessions whose writer is behind wait.
+    pub fn continue_retained_scans(&mut self, now: Instant) -> ScanProgress {
+        let mut advanced = false;
+        for _ in 0..self.scans.len() {
+            let Some(mut scan) = self.scans.pop_front() else {
+                break;
             };
-            self.deliver_to(sid, d, now);
+            let Some(slot) = self.slots.get(&scan.session) else {
+                continue;
+            };
+            if slot.generation != scan.generation || !slot.session.is_connected() {
+                continue; // the connection that subscribed is gone
+            }
+            let room = slot
+                .session
+                .room()
+                .min(self.settings.retained_scan_budget_messages);
+            if room == 0 {
+                self.scans.push_back(scan);
+                continue;
+            }
+            let mut found = Vec::new();
+            let resume = self
+                .retained
+                .scan(&scan.filter, scan.after.as_deref(), room, |_, m| {
+                    found.push(m.clone());
+                });
+            advanced |= !found.is_empty();
+            for msg in found {
+                let d = Delivery {
+                    qos: msg.qos.min(scan.options.qos),
+                    retain: true,
+                    sub_ids: scan.sub_id.into_iter().collect(),
+                    msg,
+                };
+                self.deliver_to(scan.session, d, now);
+            }
+            if let Some(after) = resume {
+                scan.after = Some(after);
+                self.scans.push_back(scan);
+            }
+        }
+        match (self.scans.is_empty(), advanced) {
+            (true, _) => ScanProgress::Done,
+            (false, true) => ScanProgress::Advanced,
+            (false, false) => ScanProgress::Stalled,
         }
     }
 

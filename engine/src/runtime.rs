@@ -232,6 +232,7 @@ async fn core_main(
             settings.accept_backoff,
         )));
     }
+    glommio::spawn_local(retained_pump(core.clone())).detach();
     ticker(&core, id, &settings, &counters).await;
     for t in accept_tasks {
         t.cancel().await;
@@ -297,6 +298,24 @@ async fn mesh_receiver(ctx: Rc<ConnCtx>, rx: SharedReceiver<MeshMsg>) {
         let handoff = ctx.core.borrow_mut().on_mesh(msg, Instant::now());
         if let Some(h) = handoff {
             glommio::spawn_local(connection::handed_over(h, ctx.clone())).detach();
+        }
+    }
+}
+
+/// Runs pending retained-message deliveries one slice per loop turn, so a wildcard subscribe
+/// against a huge store never stalls the core.
+async fn retained_pump(core: Rc<RefCell<Core>>) {
+    use crate::broker::ScanProgress;
+    let notify = core.borrow().scan_notify.clone();
+    loop {
+        notify.notified().await;
+        loop {
+            let progress = core.borrow_mut().continue_retained_scans(Instant::now());
+            match progress {
+                ScanProgress::Done => break,
+                ScanProgress::Advanced => futures_lite::future::yield_now().await,
+                ScanProgress::Stalled => glommio::timer::sleep(Duration::from_millis(1)).await,
+            }
         }
     }
 }
@@ -414,6 +433,7 @@ impl RuntimeSettings {
             max_topic_length_bytes: usize::from(l.max_topic_length_bytes),
             max_subscriptions_per_client: l.max_subscriptions_per_client as usize,
             retained_messages_max: sat(l.retained_messages_max),
+            retained_scan_budget_messages: (l.retained_scan_budget_messages as usize).max(1),
             max_client_id_length_bytes: usize::from(l.max_client_id_length_bytes),
             allow_anonymous: config.allow_anonymous,
             share_strategy: match config.shared_subscriptions.strategy {

@@ -164,6 +164,17 @@ impl Session {
         self.queue.len()
     }
 
+    /// How many more messages the session takes now without dropping any: 0 when offline or
+    /// when its writer is behind.
+    pub fn room(&self) -> usize {
+        if !self.connected || self.writer_behind() {
+            return 0;
+        }
+        self.limits
+            .max_queued_messages
+            .saturating_sub(self.queue.len())
+    }
+
     /// Messages in flight.
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()

@@ -28,6 +28,7 @@ fn settings(cores: usize) -> CoreSettings {
         max_topic_length_bytes: 256,
         max_subscriptions_per_client: 4,
         retained_messages_max: 100,
+        retained_scan_budget_messages: 1000,
         max_client_id_length_bytes: 64,
         allow_anonymous: true,
         share_strategy: ShareStrategy::RoundRobin,
@@ -558,5 +559,73 @@ fn cross_core_routing_in_order_and_shared_groups() {
     assert!(
         cores[0].mesh_out[1].is_empty(),
         "no interest left on core 1 for x/z"
+    );
+}
+
+#[test]
+fn retained_delivery_is_sliced_and_waits_for_the_session() {
+    let mut s = settings(1);
+    s.retained_scan_budget_messages = 7;
+    s.retained_messages_max = 1000;
+    s.session.max_queued_messages = 20;
+    s.session.max_inflight_messages = 5;
+    let mut core = Core::new(0, s);
+    let p = connect(&mut core, connect_packet("p", ProtocolVersion::V5, true));
+    for i in 0..50 {
+        let topic = format!("r/{i:02}");
+        let payload: &'static [u8] = Box::leak(format!("{i}").into_bytes().into_boxed_slice());
+        publish(&mut core, &p, &topic, payload, QoS::AtLeastOnce, true);
+    }
+    let c = connect(&mut core, connect_packet("c", ProtocolVersion::V5, true));
+    let first = received(&subscribe(
+        &mut core,
+        &c,
+        "r/#",
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+        None,
+    ));
+    assert_eq!(
+        first.len(),
+        5,
+        "the in-flight window bounds what is sent at once"
+    );
+    let mut topics: Vec<String> = first.into_iter().map(|r| r.0).collect();
+    let mut rounds = 0;
+    while topics.len() < 50 {
+        rounds += 1;
+        assert!(rounds < 100, "scan never finished");
+        core.continue_retained_scans(Instant::now());
+        // Acknowledge everything received so far.
+        let packets = drain(&mut core, &c);
+        for p in &packets {
+            if let Packet::Publish(p) = p {
+                topics.push(p.topic.to_string());
+                core.on_packet(
+                    c.sid,
+                    Packet::PubAck(ringmq_codec::Ack::new(p.packet_id)),
+                    Instant::now(),
+                )
+                .unwrap();
+            }
+        }
+        if packets.is_empty() {
+            // Nothing new: ack the first window.
+            for id in 1..=5u16 {
+                core.on_packet(
+                    c.sid,
+                    Packet::PubAck(ringmq_codec::Ack::new(id)),
+                    Instant::now(),
+                )
+                .unwrap();
+            }
+        }
+    }
+    let mut sorted = topics.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 50, "every retained message exactly once");
+    assert_eq!(
+        core.continue_retained_scans(Instant::now()),
+        ScanProgress::Done
     );
 }
