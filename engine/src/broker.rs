@@ -162,8 +162,8 @@ pub struct CoreStats {
 pub enum Flow {
     /// Keep reading.
     Continue,
-    /// The client sent DISCONNECT: close without publishing the will (unless it asked to).
-    Close,
+    /// The client sent DISCONNECT: close; the will is published only if it asked for it (0x04).
+    Close(Ending),
 }
 
 /// How a connection ended, for will and expiry handling.
@@ -1056,7 +1056,7 @@ impl Core {
 
     fn on_disconnect(&mut self, sid: SessionId, d: &Disconnect) -> Result<Flow, ReasonCode> {
         let Some(slot) = self.slots.get_mut(&sid) else {
-            return Ok(Flow::Close);
+            return Ok(Flow::Close(Ending::Normal));
         };
         if let Some(new) = d
             .properties
@@ -1068,10 +1068,11 @@ impl Core {
             }
             slot.session.expiry_secs = new.min(self.settings.session_expiry_max_secs);
         }
-        if d.reason_code != ReasonCode::DisconnectWithWillMessage {
-            slot.session.will = None; // [MQTT-3.1.2-10]
+        if d.reason_code == ReasonCode::DisconnectWithWillMessage {
+            return Ok(Flow::Close(Ending::WithWill));
         }
-        Ok(Flow::Close)
+        slot.session.will = None; // [MQTT-3.1.2-10]
+        Ok(Flow::Close(Ending::Normal))
     }
 
     /// The connection of `sid` (of this generation) ended. Publishes or schedules the will,

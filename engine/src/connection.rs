@@ -300,7 +300,7 @@ async fn reader(
             };
             match ctx.core.borrow_mut().on_packet(sid, packet, Instant::now()) {
                 Ok(Flow::Continue) => {}
-                Ok(Flow::Close) => return Ending::Normal,
+                Ok(Flow::Close(ending)) => return ending,
                 Err(reason) => {
                     tracing::info!(?reason, "closing connection: protocol error");
                     close_with(link, reason);

@@ -299,6 +299,19 @@ fn will_on_abnormal_close_not_on_normal_disconnect() {
         received(&drain(&mut core, &s)),
         vec![("will/x".into(), b"gone".to_vec(), QoS::AtLeastOnce, false)]
     );
+    // MQTT 5: DISCONNECT 0x04 asks for the will.
+    let c = connect(&mut core, with_will("c"));
+    let flow = core.on_packet(
+        c.sid,
+        Packet::Disconnect(Disconnect::new(ReasonCode::DisconnectWithWillMessage)),
+        Instant::now(),
+    );
+    assert_eq!(flow, Ok(Flow::Close(Ending::WithWill)));
+    core.disconnected(c.sid, c.generation, Ending::WithWill, Instant::now());
+    assert_eq!(
+        received(&drain(&mut core, &s)),
+        vec![("will/x".into(), b"gone".to_vec(), QoS::AtLeastOnce, false)]
+    );
 }
 
 #[test]
