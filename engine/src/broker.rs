@@ -155,6 +155,10 @@ pub struct CoreStats {
     pub connections_total: u64,
     /// Connections closed for a protocol violation.
     pub protocol_errors: u64,
+    /// Bytes read from client sockets.
+    pub bytes_received: u64,
+    /// Bytes written to client sockets.
+    pub bytes_sent: u64,
 }
 
 /// How the connection continues after a packet.

@@ -325,7 +325,7 @@ async fn reader(
         };
         match n {
             Ok(0) | Err(_) => return Ending::WithWill,
-            Ok(_) => {}
+            Ok(n) => ctx.core.borrow_mut().stats.bytes_received += n as u64,
         }
     }
 }
@@ -354,7 +354,9 @@ async fn writer(
                 shutdown(&stream);
                 return;
             }
-            ctx.core.borrow_mut().on_written(sid, &link, Instant::now());
+            let mut core = ctx.core.borrow_mut();
+            core.stats.bytes_sent += out.len() as u64;
+            core.on_written(sid, &link, Instant::now());
         }
         if let Some(reason) = link.close.get() {
             if version.is_v5() && reason != ReasonCode::Success {

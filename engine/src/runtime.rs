@@ -80,6 +80,10 @@ pub struct CoreCounters {
     pub messages_dropped: AtomicU64,
     /// Local subscriptions.
     pub subscriptions: AtomicU64,
+    /// Bytes read from clients.
+    pub bytes_received: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_sent: AtomicU64,
     /// Retained messages (the replica of core 0 is the broker's count).
     pub retained: AtomicU64,
 }
@@ -348,6 +352,9 @@ async fn ticker(
             .store(c.stats.messages_dropped, Ordering::Relaxed);
         mine.subscriptions
             .store(c.subscription_count() as u64, Ordering::Relaxed);
+        mine.bytes_received
+            .store(c.stats.bytes_received, Ordering::Relaxed);
+        mine.bytes_sent.store(c.stats.bytes_sent, Ordering::Relaxed);
         mine.retained
             .store(c.retained_count() as u64, Ordering::Relaxed);
         if id == 0 && !settings.sys_interval.is_zero() && now >= next_sys {
@@ -393,6 +400,11 @@ fn publish_sys(core: &mut Core, counters: &[CoreCounters], uptime: Duration, now
             "$SYS/broker/messages/dropped",
             sum(|c| &c.messages_dropped).to_string(),
         ),
+        (
+            "$SYS/broker/bytes/received",
+            sum(|c| &c.bytes_received).to_string(),
+        ),
+        ("$SYS/broker/bytes/sent", sum(|c| &c.bytes_sent).to_string()),
         (
             "$SYS/broker/subscriptions/count",
             sum(|c| &c.subscriptions).to_string(),
