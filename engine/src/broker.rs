@@ -470,7 +470,13 @@ impl Core {
                 sid
             }
         };
-        let keep_alive = c.keep_alive.min(self.settings.max_keep_alive_secs);
+        // Keep Alive 0 (never time out) asks for more than any maximum below 65535, the default
+        // that leaves keep alive to the client.
+        let max_keep_alive = self.settings.max_keep_alive_secs;
+        let keep_alive = match c.keep_alive {
+            0 if max_keep_alive < u16::MAX => max_keep_alive,
+            k => k.min(max_keep_alive),
+        };
         let mut connack = ConnAck {
             session_present: resumed.is_some(),
             reason_code: ReasonCode::Success,

@@ -117,7 +117,8 @@ pub struct Limits {
     /// Time a new connection has to complete its CONNECT.
     pub connect_timeout_ms: u64,
     /// Longest keep-alive granted (1..=65535); an MQTT 5 client asking more
-    /// gets this value back as Server Keep Alive.
+    /// (or 0, no keep-alive, unless this is 65535) gets this value back as
+    /// Server Keep Alive.
     pub max_keep_alive_secs: u16,
     /// Outgoing QoS 1/2 messages in flight per session (awaiting PUBACK /
     /// PUBCOMP), and the Receive Maximum announced to MQTT 5 clients (1..=65535).

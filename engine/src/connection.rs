@@ -108,8 +108,14 @@ async fn read_connect(
             Err(e) => {
                 let version = connect_version(&before);
                 return Err(match (e, version) {
-                    (DecodeError::UnsupportedProtocolVersion(_), _) => ConnectFailure::Refuse(
-                        ProtocolVersion::V3_1_1,
+                    // A level above 5 comes from a newer client, answered in the 5.0 form
+                    // (0x84, 5.0 3.1.2.2); older levels get 3.1.1 return code 1 [MQTT-3.1.2-2].
+                    (DecodeError::UnsupportedProtocolVersion(level), _) => ConnectFailure::Refuse(
+                        if level > 5 {
+                            ProtocolVersion::V5
+                        } else {
+                            ProtocolVersion::V3_1_1
+                        },
                         ReasonCode::UnsupportedProtocolVersion,
                     ),
                     (e, Some(ProtocolVersion::V5)) => {
