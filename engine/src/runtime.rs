@@ -2,10 +2,11 @@
 //! cross-core mesh, timers and signals. Everything glommio-specific lives here and in
 //! `connection.rs`, so that the broker logic (`broker.rs`, `session.rs`) does not depend on it.
 //!
-//! Cross-core queues: glommio's `shared_channel` is a bounded, lock-free single-producer
-//! single-consumer ring with its own cross-executor wake-up (an eventfd). One per ordered core
-//! pair makes the N×N mesh. Each end is connected by its own task, so no executor waits for a
-//! peer in a fixed order (connecting crossed channels in opposite orders deadlocks).
+//! Cross-core queues: `ringmq-ring` channels, bounded lock-free single-producer single-consumer
+//! rings (crossbeam's `ArrayQueue` plus atomic wakers, model-checked with loom). One per ordered
+//! core pair makes the N×N mesh. A glommio task woken from another thread is queued on its own
+//! executor, which rings its eventfd: that is the cross-core wake-up. Unlike glommio's shared
+//! channels, nothing has to be "connected" in a particular order at start-up.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -15,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -23,6 +23,7 @@ use crate::broker::{Core, CoreSettings};
 use crate::connection::{self, ConnCtx};
 use crate::mesh::MeshMsg;
 use crate::message::CoreId;
+use ringmq_ring::{Receiver, Sender, TrySendError};
 
 /// Set by SIGINT/SIGTERM.
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
@@ -153,16 +154,16 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
     let counters: Arc<Vec<CoreCounters>> =
         Arc::new((0..cores).map(|_| CoreCounters::default()).collect());
     // mesh[from][to]
-    let mut senders: Vec<Vec<Option<SharedSender<MeshMsg>>>> = (0..cores)
+    let mut senders: Vec<Vec<Option<Sender<MeshMsg>>>> = (0..cores)
         .map(|_| (0..cores).map(|_| None).collect())
         .collect();
-    let mut receivers: Vec<Vec<Option<SharedReceiver<MeshMsg>>>> = (0..cores)
+    let mut receivers: Vec<Vec<Option<Receiver<MeshMsg>>>> = (0..cores)
         .map(|_| (0..cores).map(|_| None).collect())
         .collect();
     for (from, row) in senders.iter_mut().enumerate() {
         for (to, slot) in row.iter_mut().enumerate() {
             if from != to {
-                let (tx, rx) = shared_channel::new_bounded(settings.cross_core_queue_capacity);
+                let (tx, rx) = ringmq_ring::channel(settings.cross_core_queue_capacity);
                 *slot = Some(tx);
                 receivers[to][from] = Some(rx);
             }
@@ -205,8 +206,8 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
 async fn core_main(
     id: CoreId,
     settings: Arc<RuntimeSettings>,
-    senders: Vec<Option<SharedSender<MeshMsg>>>,
-    receivers: Vec<Option<SharedReceiver<MeshMsg>>>,
+    senders: Vec<Option<Sender<MeshMsg>>>,
+    receivers: Vec<Option<Receiver<MeshMsg>>>,
     listeners: Vec<OwnedFd>,
     counters: Arc<Vec<CoreCounters>>,
 ) {
@@ -274,8 +275,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ConnCtx>, backoff: Duration)
     }
 }
 
-async fn mesh_sender(core: Rc<RefCell<Core>>, to: usize, tx: SharedSender<MeshMsg>) {
-    let tx = tx.connect().await;
+async fn mesh_sender(core: Rc<RefCell<Core>>, to: usize, tx: Sender<MeshMsg>) {
     let notify = core.borrow().mesh_notify[to].clone();
     loop {
         notify.notified().await;
@@ -285,22 +285,31 @@ async fn mesh_sender(core: Rc<RefCell<Core>>, to: usize, tx: SharedSender<MeshMs
             match tx.try_send(msg) {
                 Ok(()) => {}
                 // Full: wait for the peer (readers on this core pause meanwhile).
-                Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) => {
+                Err(TrySendError::Full(msg)) => {
                     if tx.send(msg).await.is_err() {
                         return;
                     }
                 }
-                Err(_) => return, // the peer core has stopped
+                Err(TrySendError::Closed(_)) => return, // the peer core has stopped
             }
         }
     }
 }
 
-async fn mesh_receiver(ctx: Rc<ConnCtx>, rx: SharedReceiver<MeshMsg>) {
-    let rx = rx.connect().await;
-    while let Some(msg) = rx.recv().await {
-        let handoff = ctx.core.borrow_mut().on_mesh(msg, Instant::now());
-        if let Some(h) = handoff {
+async fn mesh_receiver(ctx: Rc<ConnCtx>, rx: Receiver<MeshMsg>) {
+    while let Some(first) = rx.recv().await {
+        // Take what is waiting in one go: one borrow of the core per batch.
+        let mut handoffs = Vec::new();
+        {
+            let now = Instant::now();
+            let mut core = ctx.core.borrow_mut();
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                handoffs.extend(core.on_mesh(msg, now));
+                next = rx.try_recv();
+            }
+        }
+        for h in handoffs {
             glommio::spawn_local(connection::handed_over(h, ctx.clone())).detach();
         }
     }
