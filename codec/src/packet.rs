@@ -140,6 +140,7 @@ impl FixedHeader {
     /// Parses and checks the fixed header at the front of `bytes` without consuming anything.
     /// `Ok(None)` means the header is not complete yet. A declared size above
     /// `max_packet_size` is rejected here, before the body is buffered.
+    #[inline]
     pub fn parse(
         bytes: &[u8],
         version: ProtocolVersion,
@@ -148,32 +149,24 @@ impl FixedHeader {
         let Some(&first) = bytes.first() else {
             return Ok(None);
         };
-        let (nibble, flags) = (first >> 4, first & 0x0F);
-        let packet_type = match PacketType::from_nibble(nibble) {
-            Some(PacketType::Auth) if !version.is_v5() => {
-                return Err(DecodeError::InvalidPacketType(nibble))
-            }
-            Some(t) => t,
-            None => return Err(DecodeError::InvalidPacketType(nibble)),
+        // A table lookup accepts the valid first bytes; the others go through the checks
+        // themselves, which name the error.
+        let table = if version.is_v5() {
+            &FIRST_BYTE_V5
+        } else {
+            &FIRST_BYTE_V3
         };
-        if packet_type == PacketType::Publish {
-            let qos = QoS::from_u8((flags >> 1) & 0b11)?;
-            if qos == QoS::AtMostOnce && flags & 0b1000 != 0 {
-                return Err(DecodeError::DupOnQoS0);
-            }
-        } else if flags != packet_type.required_flags() {
-            return Err(DecodeError::InvalidHeaderFlags {
-                packet: packet_type,
-                flags,
-            });
-        }
+        let packet_type = match table[usize::from(first)] {
+            Some(t) => t,
+            None => check_first_byte(first, version)?,
+        };
         let (remaining_len, len_bytes) = match parse_varint(&bytes[1..])? {
             VarInt::Done(value, len) => (value as usize, len),
             VarInt::Incomplete => return Ok(None),
         };
         let header = Self {
             packet_type,
-            flags,
+            flags: first & 0x0F,
             remaining_len,
             header_len: 1 + len_bytes,
         };
@@ -186,6 +179,51 @@ impl FixedHeader {
         Ok(Some(header))
     }
 }
+
+/// The checks of the first byte of a fixed header: a defined packet type for `version`, and
+/// the flags its type requires (spec 2.1.2, 2.1.3; QoS 3 [MQTT-3.3.1-4]; DUP on QoS 0
+/// [MQTT-3.3.1-2]).
+const fn check_first_byte(first: u8, version: ProtocolVersion) -> Result<PacketType, DecodeError> {
+    let (nibble, flags) = (first >> 4, first & 0x0F);
+    let packet_type = match PacketType::from_nibble(nibble) {
+        Some(PacketType::Auth) if !version.is_v5() => {
+            return Err(DecodeError::InvalidPacketType(nibble))
+        }
+        Some(t) => t,
+        None => return Err(DecodeError::InvalidPacketType(nibble)),
+    };
+    if let PacketType::Publish = packet_type {
+        match QoS::from_u8((flags >> 1) & 0b11) {
+            Ok(QoS::AtMostOnce) if flags & 0b1000 != 0 => Err(DecodeError::DupOnQoS0),
+            Ok(_) => Ok(packet_type),
+            Err(e) => Err(e),
+        }
+    } else if flags != packet_type.required_flags() {
+        Err(DecodeError::InvalidHeaderFlags {
+            packet: packet_type,
+            flags,
+        })
+    } else {
+        Ok(packet_type)
+    }
+}
+
+/// [`check_first_byte`] for every byte, computed at compile time: the packet type of each
+/// valid first byte, `None` for the others.
+const fn first_byte_table(version: ProtocolVersion) -> [Option<PacketType>; 256] {
+    let mut table = [None; 256];
+    let mut i = 0;
+    while i < 256 {
+        if let Ok(t) = check_first_byte(i as u8, version) {
+            table[i] = Some(t);
+        }
+        i += 1;
+    }
+    table
+}
+
+static FIRST_BYTE_V3: [Option<PacketType>; 256] = first_byte_table(ProtocolVersion::V3_1_1);
+static FIRST_BYTE_V5: [Option<PacketType>; 256] = first_byte_table(ProtocolVersion::V5);
 
 /// What the decoder needs to know about the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,9 +284,16 @@ pub fn decode(buf: &mut BytesMut, options: &DecodeOptions) -> Result<Option<Pack
     }
     let mut frame = buf.split_to(header.total_len()).freeze();
     frame.advance(header.header_len);
-    decode_body(header, Reader::new(frame), options.version).map(Some)
+    let r = Reader::new(frame);
+    if header.packet_type == PacketType::Publish {
+        // The bulk of the traffic: decoded here rather than in `decode_body`, whose stack frame
+        // and moves are sized for every packet type.
+        return Publish::decode(header.flags, r, options.version).map(|p| Some(Packet::Publish(p)));
+    }
+    decode_body(header, r, options.version).map(Some)
 }
 
+#[inline(never)]
 fn decode_body(
     header: FixedHeader,
     r: Reader,
@@ -362,14 +407,18 @@ impl Packet {
         version: ProtocolVersion,
         buf: &mut impl BufMut,
     ) -> Result<usize, EncodeError> {
+        if let Packet::Publish(p) = self {
+            // Most of what a broker writes, once per subscriber: the steps below, without
+            // dispatching on the packet type at each of them.
+            p.check()?;
+            let first = ((PacketType::Publish as u8) << 4) | p.flags();
+            return write_packet(buf, first, p.body_len(version), |buf| {
+                p.encode_body(version, buf)
+            });
+        }
         self.check(version)?;
         let body = self.body_len(version);
-        if body > VARINT_MAX as usize {
-            return Err(EncodeError::PacketTooLarge(body));
-        }
-        buf.put_u8(self.first_byte());
-        put_varint(buf, body as u32);
-        match self {
+        write_packet(buf, self.first_byte(), body, |buf| match self {
             Packet::Connect(p) => p.encode_body(buf),
             Packet::ConnAck(p) => p.encode_body(version, buf),
             Packet::Publish(p) => p.encode_body(version, buf),
@@ -383,7 +432,96 @@ impl Packet {
             Packet::PingReq | Packet::PingResp => {}
             Packet::Disconnect(p) => p.encode_body(version, buf),
             Packet::Auth(p) => p.encode_body(buf),
+        })
+    }
+}
+
+/// Writes the fixed header of a checked packet, then its body, and returns the bytes written.
+#[inline(always)]
+fn write_packet<B: BufMut>(
+    buf: &mut B,
+    first: u8,
+    body: usize,
+    encode_body: impl FnOnce(&mut B),
+) -> Result<usize, EncodeError> {
+    if body > VARINT_MAX as usize {
+        return Err(EncodeError::PacketTooLarge(body));
+    }
+    buf.put_u8(first);
+    put_varint(buf, body as u32);
+    encode_body(buf);
+    Ok(1 + varint_len(body as u32) + body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first-byte checks as they were written before the lookup table, as the reference.
+    fn reference(first: u8, version: ProtocolVersion) -> Result<PacketType, DecodeError> {
+        let (nibble, flags) = (first >> 4, first & 0x0F);
+        let packet_type = match PacketType::from_nibble(nibble) {
+            Some(PacketType::Auth) if !version.is_v5() => {
+                return Err(DecodeError::InvalidPacketType(nibble))
+            }
+            Some(t) => t,
+            None => return Err(DecodeError::InvalidPacketType(nibble)),
+        };
+        if packet_type == PacketType::Publish {
+            let qos = QoS::from_u8((flags >> 1) & 0b11)?;
+            if qos == QoS::AtMostOnce && flags & 0b1000 != 0 {
+                return Err(DecodeError::DupOnQoS0);
+            }
+        } else if flags != packet_type.required_flags() {
+            return Err(DecodeError::InvalidHeaderFlags {
+                packet: packet_type,
+                flags,
+            });
         }
-        Ok(1 + varint_len(body as u32) + body)
+        Ok(packet_type)
+    }
+
+    #[test]
+    fn every_first_byte_is_judged_as_before() {
+        use ProtocolVersion::*;
+        for version in [V3_1, V3_1_1, V5] {
+            for first in 0..=255u8 {
+                let expected = reference(first, version).map(|packet_type| {
+                    Some(FixedHeader {
+                        packet_type,
+                        flags: first & 0x0F,
+                        remaining_len: 5,
+                        header_len: 2,
+                    })
+                });
+                let got = FixedHeader::parse(&[first, 5], version, PACKET_SIZE_MAX);
+                assert_eq!(got, expected, "{first:#04x} {version:?}");
+                // An incomplete remaining length comes after the first-byte checks.
+                let got = FixedHeader::parse(&[first, 0x80], version, PACKET_SIZE_MAX);
+                assert_eq!(got, expected.map(|_| None), "{first:#04x} {version:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn remaining_length_fast_path_and_limits() {
+        let v = ProtocolVersion::V3_1_1;
+        assert_eq!(FixedHeader::parse(&[0x30], v, PACKET_SIZE_MAX), Ok(None));
+        let h = FixedHeader::parse(&[0x30, 0x7F], v, PACKET_SIZE_MAX).unwrap();
+        assert_eq!(h.map(|h| (h.remaining_len, h.header_len)), Some((127, 2)));
+        let h = FixedHeader::parse(&[0x30, 0x80, 0x01], v, PACKET_SIZE_MAX).unwrap();
+        assert_eq!(h.map(|h| (h.remaining_len, h.header_len)), Some((128, 3)));
+        assert_eq!(
+            FixedHeader::parse(&[0x30, 0x80, 0x00], v, PACKET_SIZE_MAX),
+            Err(DecodeError::MalformedRemainingLength)
+        );
+        assert_eq!(
+            FixedHeader::parse(&[0x30, 0x7F], v, 128),
+            Err(DecodeError::PacketTooLarge {
+                size: 129,
+                max: 128
+            })
+        );
+        assert!(FixedHeader::parse(&[0x30, 0x7E], v, 128).is_ok());
     }
 }

@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes};
 
 use crate::properties::{self, Properties, PropertyContext};
 use crate::wire::{put_str, Reader};
-use crate::{topic, DecodeError, EncodeError, ProtocolVersion, QoS, Utf8Bytes};
+use crate::{DecodeError, EncodeError, ProtocolVersion, QoS, Utf8Bytes};
 
 /// PUBLISH: an application message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,6 +26,7 @@ pub struct Publish {
 }
 
 impl Publish {
+    #[inline]
     pub(crate) fn decode(
         flags: u8,
         mut r: Reader,
@@ -33,7 +34,9 @@ impl Publish {
     ) -> Result<Self, DecodeError> {
         // The fixed header parser has already rejected QoS 3 and DUP on QoS 0.
         let qos = QoS::from_u8((flags >> 1) & 0b11)?;
-        let topic = r.string()?;
+        // The wildcard scan shares the UTF-8 pass; its error is still reported after the other
+        // fields, as `topic::validate_topic_name` would.
+        let (topic, wildcard) = r.string_wildcard()?;
         let packet_id = if qos == QoS::AtMostOnce {
             0
         } else {
@@ -50,8 +53,9 @@ impl Publish {
             if properties.as_ref().and_then(|p| p.topic_alias).is_none() {
                 return Err(DecodeError::EmptyTopicName);
             }
-        } else {
-            topic::validate_topic_name(&topic)?;
+        } else if wildcard {
+            // `topic::validate_topic_name` for a non-empty name [MQTT-3.3.2-2].
+            return Err(DecodeError::WildcardInTopicName);
         }
         if let Some(p) = &properties {
             if p.payload_format_indicator == Some(true) && std::str::from_utf8(&payload).is_err() {

@@ -20,6 +20,18 @@ pub fn validate_utf8(bytes: &[u8]) -> Result<(), DecodeError> {
     if bytes.len() > STRING_LEN_MAX {
         return Err(DecodeError::Truncated);
     }
+    // Fast path: ASCII without NUL is well-formed UTF-8 without U+0000.
+    if scan_ascii(bytes).is_some() {
+        return Ok(());
+    }
+    validate_utf8_slow(bytes)
+}
+
+/// The general check, for strings that are not plain ASCII or that hold a NUL: UTF-8 first, so
+/// that an ill-formed string containing a NUL reports [`DecodeError::InvalidUtf8`].
+#[cold]
+#[inline(never)]
+fn validate_utf8_slow(bytes: &[u8]) -> Result<(), DecodeError> {
     if std::str::from_utf8(bytes).is_err() {
         return Err(DecodeError::InvalidUtf8);
     }
@@ -29,11 +41,83 @@ pub fn validate_utf8(bytes: &[u8]) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// One pass over a string that is, almost always, plain ASCII (topics, client identifiers).
+/// `Some(wildcard)` when every byte is ASCII and none is NUL, with `wildcard` telling whether a
+/// `+` or `#` occurs; `None` otherwise, and the caller takes the general path.
+///
+/// Eight bytes at a time (SWAR). For a word `w` whose bytes are all below 0x80, `w - 0x0101..01`
+/// borrows only out of a zero byte, and the lowest zero byte becomes 0xFF; with no zero byte
+/// there is no borrow and every byte `b` becomes `b - 1`, below 0x80. So
+/// `(w - 0x01..) & 0x80..` is non-zero exactly when `w` holds a zero byte.
+/// `bad` gathers that test and the high bits of `w`: it is zero exactly for ASCII without NUL.
+/// `+` (0x2B) and `#` (0x23) differ only in bit 3, so both become 0 in `(w | 0x08..) ^ 0x2B..`,
+/// and only they do; that word's bytes are also below 0x80 when `w`'s are, so the same zero
+/// test applies (its result matters only when `bad` is zero). Overlapping loads cover the tail:
+/// a byte seen twice changes nothing.
+#[inline]
+fn scan_ascii(bytes: &[u8]) -> Option<bool> {
+    const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+    const BIT3: u64 = u64::from_ne_bytes([0x08; 8]);
+    const PLUS: u64 = u64::from_ne_bytes([b'+'; 8]);
+    #[inline(always)]
+    fn word(b: &[u8], at: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        u64::from_ne_bytes(w)
+    }
+    #[inline(always)]
+    fn half(b: &[u8], at: usize) -> u64 {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&b[at..at + 4]);
+        u64::from(u32::from_ne_bytes(w))
+    }
+
+    // Only the high bit of each byte of the accumulators matters: masked once at the end.
+    let (mut bad, mut wildcard) = (0u64, 0u64);
+    let mut scan = |w: u64| {
+        bad |= w.wrapping_sub(LO) | w;
+        wildcard |= ((w | BIT3) ^ PLUS).wrapping_sub(LO);
+    };
+    let n = bytes.len();
+    if n >= 8 {
+        let mut at = 0;
+        while at + 8 <= n {
+            scan(word(bytes, at));
+            at += 8;
+        }
+        if at < n {
+            scan(word(bytes, n - 8));
+        }
+    } else if n >= 4 {
+        scan(half(bytes, 0) | (half(bytes, n - 4) << 32));
+    } else if n > 0 {
+        // First, middle and last byte cover 1 to 3 bytes; the rest is spaces.
+        let (a, b, c) = (bytes[0], bytes[n / 2], bytes[n - 1]);
+        scan(u64::from_ne_bytes([a, b, c, b' ', b' ', b' ', b' ', b' ']));
+    }
+    (bad & HI == 0).then_some(wildcard & HI != 0)
+}
+
 impl Utf8Bytes {
     /// Wraps `bytes` after checking the MQTT string rules.
     pub fn try_from_bytes(bytes: Bytes) -> Result<Self, DecodeError> {
         validate_utf8(&bytes)?;
         Ok(Self(bytes))
+    }
+
+    /// [`Utf8Bytes::try_from_bytes`], also telling whether the string holds a wildcard (`+` or
+    /// `#`), found in the same pass for ASCII strings. For topic names.
+    #[inline]
+    pub(crate) fn try_from_bytes_wildcard(bytes: Bytes) -> Result<(Self, bool), DecodeError> {
+        if bytes.len() <= STRING_LEN_MAX {
+            if let Some(wildcard) = scan_ascii(&bytes) {
+                return Ok((Self(bytes), wildcard));
+            }
+        }
+        let s = Self::try_from_bytes(bytes)?;
+        let wildcard = crate::topic::has_wildcard(&s);
+        Ok((s, wildcard))
     }
 
     /// A string from a literal. Panics if the literal breaks the MQTT string rules: that is a bug
@@ -137,5 +221,66 @@ mod tests {
         // U+FEFF is allowed and must not be stripped [MQTT-1.5.4-3].
         let bom = Utf8Bytes::try_from("\u{FEFF}a").unwrap();
         assert_eq!(bom.as_str(), "\u{FEFF}a");
+    }
+
+    #[test]
+    fn ascii_scan_agrees_with_the_byte_by_byte_rules() {
+        fn reference(b: &[u8]) -> Option<bool> {
+            (b.is_ascii() && !b.contains(&0)).then(|| b.iter().any(|&c| c == b'+' || c == b'#'))
+        }
+        let specials = [
+            0x00, b'+', b'#', 0x7F, 0x80, 0xC3, 0xFF, b'*', b'"', 0x01, 0x2A, 0x24,
+        ];
+        for len in 0..=40usize {
+            let base: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert_eq!(scan_ascii(&base), Some(false), "len {len}");
+            for at in 0..len {
+                for &x in &specials {
+                    let mut b = base.clone();
+                    b[at] = x;
+                    assert_eq!(
+                        scan_ascii(&b),
+                        reference(&b),
+                        "len {len} at {at} byte {x:#x}"
+                    );
+                    // The original three-pass rules are the reference.
+                    let wildcard = b.iter().any(|&c| c == b'+' || c == b'#');
+                    assert_eq!(validate_utf8(&b), validate_utf8_slow(&b));
+                    assert_eq!(
+                        Utf8Bytes::try_from_bytes_wildcard(Bytes::from(b.clone())).map(|(_, w)| w),
+                        validate_utf8_slow(&b).map(|()| wildcard)
+                    );
+                }
+            }
+        }
+        // Multi-byte strings take the general path and still report wildcards.
+        let (s, wildcard) =
+            Utf8Bytes::try_from_bytes_wildcard(Bytes::from("température/+".as_bytes())).unwrap();
+        assert_eq!((s.as_str(), wildcard), ("température/+", true));
+        assert_eq!(
+            Utf8Bytes::try_from_bytes_wildcard(Bytes::from_static(&[0xC3, 0x00])),
+            Err(DecodeError::InvalidUtf8)
+        );
+        assert_eq!(
+            Utf8Bytes::try_from_bytes_wildcard(Bytes::from_static(b"a\0+")),
+            Err(DecodeError::NullCharacter)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ascii_scan_agrees_on_random_strings(
+            b in proptest::collection::vec(
+                proptest::sample::select(vec![0u8, 1, b'+', b'#', b'/', b'a', 0x7F, 0x80, 0xC3, 0xA9, 0xFF]),
+                0..80,
+            )
+        ) {
+            let wildcard = b.iter().any(|&c| c == b'+' || c == b'#');
+            proptest::prop_assert_eq!(validate_utf8(&b), validate_utf8_slow(&b));
+            proptest::prop_assert_eq!(
+                Utf8Bytes::try_from_bytes_wildcard(Bytes::from(b.clone())).map(|(_, w)| w),
+                validate_utf8_slow(&b).map(|()| wildcard)
+            );
+        }
     }
 }

@@ -20,6 +20,15 @@ pub(crate) enum VarInt {
 /// Parses a variable byte integer (1 to 4 bytes, minimally encoded [MQTT-1.5.5-1]).
 #[inline]
 pub(crate) fn parse_varint(bytes: &[u8]) -> Result<VarInt, DecodeError> {
+    // One byte, values up to 127: most remaining lengths and every property identifier.
+    match bytes.first() {
+        Some(&byte) if byte & 0x80 == 0 => Ok(VarInt::Done(u32::from(byte), 1)),
+        _ => parse_varint_multi(bytes),
+    }
+}
+
+/// [`parse_varint`] past its one-byte fast path.
+fn parse_varint_multi(bytes: &[u8]) -> Result<VarInt, DecodeError> {
     let mut value: u32 = 0;
     for (i, &byte) in bytes.iter().enumerate().take(4) {
         value |= u32::from(byte & 0x7F) << (7 * i);
@@ -174,6 +183,14 @@ impl Reader {
     pub(crate) fn string(&mut self) -> Result<Utf8Bytes, DecodeError> {
         let bytes = self.binary()?;
         Utf8Bytes::try_from_bytes(bytes)
+    }
+
+    /// [`Reader::string`] that also tells whether the string holds `+` or `#`, found in the
+    /// same pass: for topic names, whose wildcard check must come after later fields.
+    #[inline]
+    pub(crate) fn string_wildcard(&mut self) -> Result<(Utf8Bytes, bool), DecodeError> {
+        let bytes = self.binary()?;
+        Utf8Bytes::try_from_bytes_wildcard(bytes)
     }
 
     /// Everything left, consuming the reader.
