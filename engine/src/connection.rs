@@ -367,7 +367,15 @@ async fn writer(
         if let Some(reason) = link.close.get() {
             if version.is_v5() && reason != ReasonCode::Success {
                 let mut out = BytesMut::new();
-                if Packet::Disconnect(Disconnect::new(reason))
+                // With an explicit empty property block (0xE0 0x02 reason 0x00): the short form
+                // without it (3.14.2.2.1) is valid too, but [MQTT-2.2.2-1] asks for the Property
+                // Length and several client libraries (rumqttc 0.24 among them) cannot parse
+                // the short form and lose the reason.
+                let disconnect = Disconnect {
+                    reason_code: reason,
+                    properties: Some(Box::default()),
+                };
+                if Packet::Disconnect(disconnect)
                     .encode(version, &mut out)
                     .is_ok()
                 {

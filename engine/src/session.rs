@@ -377,13 +377,16 @@ impl Session {
     }
 
     /// An incoming QoS 2 PUBLISH: returns whether it is new (to be routed) or a duplicate of one
-    /// whose PUBREL has not arrived (not routed again). Errs when the client exceeds our
-    /// Receive Maximum [MQTT-3.3.4-9].
+    /// whose PUBREL has not arrived (not routed again). Errs when an MQTT 5 client exceeds our
+    /// Receive Maximum [MQTT-3.3.4-9]. MQTT 3.x has no Receive Maximum (none is announced): a
+    /// 3.x client may have as many in flight as it has packet identifiers.
     pub fn on_incoming_qos2(&mut self, packet_id: u16) -> Result<bool, ProtocolViolation> {
         if self.incoming_qos2.contains(&packet_id) {
             return Ok(false);
         }
-        if self.incoming_qos2.len() >= usize::from(self.limits.max_inflight_messages) {
+        if self.version.is_v5()
+            && self.incoming_qos2.len() >= usize::from(self.limits.max_inflight_messages)
+        {
             return Err(ProtocolViolation::Disconnect(
                 ReasonCode::ReceiveMaximumExceeded,
             ));

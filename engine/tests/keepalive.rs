@@ -38,14 +38,14 @@ fn pinging_client_stays_connected() {
             c.keep_alive = 1;
         });
         let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(2600) {
-            std::thread::sleep(Duration::from_millis(500));
+        while start.elapsed() < Duration::from_millis(1600) {
+            std::thread::sleep(Duration::from_millis(400));
             c.send(&Packet::PingReq);
             assert_eq!(c.recv(), Some(Packet::PingResp), "{v:?}");
         }
         // Any packet counts, not only PINGREQ.
-        for _ in 0..3 {
-            std::thread::sleep(Duration::from_millis(600));
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(800));
             c.subscribe_ok("ka/any", ringmq_codec::QoS::AtMostOnce);
         }
         c.disconnect();
@@ -63,7 +63,7 @@ fn keep_alive_zero_is_never_timed_out_by_default() {
             .properties
             .as_ref()
             .is_none_or(|p| p.server_keep_alive.is_none()));
-        c.expect_nothing(Duration::from_millis(2500));
+        c.expect_nothing(Duration::from_millis(1800));
         c.send(&Packet::PingReq);
         assert_eq!(c.recv(), Some(Packet::PingResp));
     }

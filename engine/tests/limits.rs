@@ -22,7 +22,7 @@ fn max_packet_size_is_announced_and_enforced_from_the_header() {
         let mut sub = Client::connect(broker.addr, &format!("mps-sub-{v:?}"), v);
         sub.subscribe_ok("mps/#", QoS::AtMostOnce);
         let mut c = Client::connect(broker.addr, &format!("mps-{v:?}"), v);
-        common::settle();
+        broker.settle();
         // Up to the limit: accepted (1 + 2 for the fixed header, 2 + 5 for the topic, the
         // property length in 5.0, the payload).
         let fits = if v.is_v5() { 1024 - 11 } else { 1024 - 10 };
@@ -215,6 +215,7 @@ fn max_qos_1() {
             "{v:?}: downgraded"
         );
         let mut p = Client::connect(broker.addr, &format!("mq-pub-{v:?}"), v);
+        broker.settle();
         p.publish_acked("mq/t", b"1", QoS::AtLeastOnce, false, 1);
         assert_eq!(sub.expect_publish_acked().qos, QoS::AtLeastOnce);
         p.publish("mq/t", b"2", QoS::ExactlyOnce, false);
@@ -296,7 +297,7 @@ fn queued_messages_limit_drops_and_the_broker_stays_up() {
         sub.subscribe_ok("ql/t", QoS::AtLeastOnce);
         sub.disconnect();
         let mut p = Client::connect(broker.addr, &id_on_core(&format!("ql-p-{v:?}"), 1, 2), v);
-        common::settle();
+        broker.settle();
         for i in 0..20u16 {
             p.publish_acked("ql/t", &[i as u8], QoS::AtLeastOnce, false, i + 1);
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{id_on_core, publish_packet, Broker, Client, VERSIONS};
 use ringmq_codec::{Ack, Packet, Properties, ProtocolVersion, QoS};
 
-const QUIET: Duration = Duration::from_millis(500);
+const QUIET: Duration = Duration::from_millis(300);
 
 #[test]
 fn qos_0_1_2_delivered_both_directions_across_cores() {
@@ -21,7 +21,7 @@ fn qos_0_1_2_delivered_both_directions_across_cores() {
         let mut sub = Client::connect(broker.addr, &sub_id, v);
         sub.subscribe_ok("qos/#", QoS::ExactlyOnce);
         let mut publ = Client::connect(broker.addr, &pub_id, v);
-        common::settle();
+        broker.settle();
         for (n, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
             .into_iter()
             .enumerate()
@@ -57,7 +57,7 @@ fn delivery_qos_is_the_lower_of_message_and_subscription() {
         let mut s0 = Client::connect(broker.addr, &id_on_core(&format!("zero-{v:?}"), 1, 2), v);
         s0.subscribe_ok("down/grade", QoS::AtMostOnce);
         let mut publ = Client::connect(broker.addr, &format!("dg-pub-{v:?}"), v);
-        common::settle();
+        broker.settle();
         publ.publish_acked("down/grade", b"x", QoS::ExactlyOnce, false, 3);
         let p = s1.expect_publish_acked();
         assert_eq!(p.qos, QoS::AtLeastOnce);
@@ -75,7 +75,7 @@ fn qos2_duplicate_publish_before_pubrel_is_delivered_once() {
         let mut sub = Client::connect(broker.addr, &id_on_core(&format!("eo-s-{v:?}"), 1, 2), v);
         sub.subscribe_ok("eo/t", QoS::ExactlyOnce);
         let mut publ = Client::connect(broker.addr, &id_on_core(&format!("eo-p-{v:?}"), 0, 2), v);
-        common::settle();
+        broker.settle();
         let mut p = publish_packet("eo/t", b"once", QoS::ExactlyOnce, false, 9);
         publ.send(&Packet::Publish(p.clone()));
         assert!(matches!(publ.expect(), Packet::PubRec(a) if a.packet_id == 9));
@@ -104,7 +104,7 @@ fn qos2_exactly_once_across_publisher_reconnect() {
         sub.subscribe_ok("eor/t", QoS::ExactlyOnce);
         let pub_id = id_on_core(&format!("eor-p-{v:?}"), 1, 2);
         let (mut publ, _) = Client::connect_persistent(broker.addr, &pub_id, v, 60);
-        common::settle();
+        broker.settle();
         let mut p = publish_packet("eor/t", b"one", QoS::ExactlyOnce, false, 77);
         publ.send(&Packet::Publish(p.clone()));
         assert!(matches!(publ.expect(), Packet::PubRec(a) if a.packet_id == 77));
@@ -141,7 +141,7 @@ fn drain_with_window(sub: &mut Client, n: u8, window: usize) {
         }
         // The window is full: nothing more may arrive until an acknowledgement.
         if next < n {
-            sub.expect_nothing(Duration::from_millis(300));
+            sub.expect_nothing(Duration::from_millis(150));
         }
         let p = unacked.remove(0);
         sub.ack(&p);
@@ -149,7 +149,7 @@ fn drain_with_window(sub: &mut Client, n: u8, window: usize) {
     for p in unacked {
         sub.ack(&p);
     }
-    sub.expect_nothing(Duration::from_millis(300));
+    sub.expect_nothing(Duration::from_millis(150));
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn v5_receive_maximum_of_the_client_bounds_the_inflight_window() {
         sub.subscribe_ok("win/t", qos);
         let mut publ =
             Client::connect(broker.addr, &format!("rm-pub-{qos:?}"), ProtocolVersion::V5);
-        common::settle();
+        broker.settle();
         publish_n(&mut publ, "win/t", 10, qos);
         drain_with_window(&mut sub, 10, 3);
     }
@@ -179,7 +179,7 @@ fn v311_inflight_window_is_max_inflight_messages() {
     let mut sub = Client::connect(broker.addr, &id_on_core("win311", 0, 2), v);
     sub.subscribe_ok("win/t", QoS::AtLeastOnce);
     let mut publ = Client::connect(broker.addr, &id_on_core("win311-pub", 1, 2), v);
-    common::settle();
+    broker.settle();
     publish_n(&mut publ, "win/t", 7, QoS::AtLeastOnce);
     drain_with_window(&mut sub, 7, 2);
 }
@@ -193,7 +193,7 @@ fn unacknowledged_messages_are_redelivered_with_dup_on_resume() {
         assert!(!present);
         sub.subscribe_ok("dup/#", QoS::ExactlyOnce);
         let mut publ = Client::connect(broker.addr, &id_on_core(&format!("dup-p-{v:?}"), 1, 2), v);
-        common::settle();
+        broker.settle();
         publ.publish_acked("dup/1", b"a", QoS::AtLeastOnce, false, 1);
         publ.publish_acked("dup/2", b"b", QoS::ExactlyOnce, false, 2);
         publ.publish_acked("dup/1", b"c", QoS::AtLeastOnce, false, 3);
@@ -230,7 +230,7 @@ fn pubrel_is_resent_on_resume_and_the_message_not_redelivered() {
         let (mut sub, _) = Client::connect_persistent(broker.addr, &id, v, 300);
         sub.subscribe_ok("rel/t", QoS::ExactlyOnce);
         let mut publ = Client::connect(broker.addr, &id_on_core(&format!("rel-p-{v:?}"), 0, 2), v);
-        common::settle();
+        broker.settle();
         publ.publish_acked("rel/t", b"q2", QoS::ExactlyOnce, false, 5);
         let p = sub.expect_publish();
         sub.send(&Packet::PubRec(Ack::new(p.packet_id)));
@@ -257,7 +257,7 @@ fn qos_1_and_2_are_queued_while_offline_and_clean_sessions_are_not() {
         sub.subscribe_ok("off/#", QoS::ExactlyOnce);
         sub.disconnect();
         let mut publ = Client::connect(broker.addr, &id_on_core(&format!("off-p-{v:?}"), 1, 2), v);
-        common::settle();
+        broker.settle();
         publ.publish_acked("off/a", b"0", QoS::AtMostOnce, false, 1);
         publ.publish_acked("off/a", b"1", QoS::AtLeastOnce, false, 2);
         publ.publish_acked("off/b", b"2", QoS::ExactlyOnce, false, 3);

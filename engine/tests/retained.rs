@@ -28,7 +28,7 @@ fn set_replace_and_clear_across_cores() {
             false,
             4,
         );
-        common::settle();
+        broker.settle();
         // A subscriber on the other core gets each retained topic once, the latest value, with
         // RETAIN set.
         for core in [0, 1] {
@@ -54,7 +54,7 @@ fn set_replace_and_clear_across_cores() {
         }
         // Clearing: an empty retained payload removes the topic on every core.
         publ.publish_acked(&format!("{root}/a"), b"", QoS::AtLeastOnce, true, 5);
-        common::settle();
+        broker.settle();
         for core in [0, 1] {
             let id = id_on_core(&format!("rc-{v:?}"), core, 2);
             let mut sub = Client::connect(broker.addr, &id, v);
@@ -72,7 +72,7 @@ fn live_messages_to_existing_subscribers_have_retain_cleared() {
         let mut sub = Client::connect(broker.addr, &id_on_core(&format!("lv-{v:?}"), 0, 2), v);
         sub.subscribe_ok("live/r", QoS::AtLeastOnce);
         let mut publ = Client::connect(broker.addr, &id_on_core(&format!("lv-p-{v:?}"), 1, 2), v);
-        common::settle();
+        broker.settle();
         publ.publish_acked("live/r", b"v", QoS::AtLeastOnce, true, 1);
         let p = sub.expect_publish_acked();
         assert_eq!(&p.payload[..], b"v");
@@ -94,7 +94,7 @@ fn v5_retain_handling_0_1_2() {
     let v = ProtocolVersion::V5;
     let mut publ = Client::connect(broker.addr, &id_on_core("rh-pub", 1, 2), v);
     publ.publish_acked("rh/t", b"kept", QoS::AtLeastOnce, true, 1);
-    common::settle();
+    broker.settle();
     let mut sub = Client::connect(broker.addr, &id_on_core("rh-sub", 0, 2), v);
     let subscribe = |sub: &mut Client, filter: &str, rh: RetainHandling| {
         let a = sub.subscribe_many(
@@ -119,6 +119,7 @@ fn v5_retain_handling_0_1_2() {
     subscribe(&mut sub, "rh/t", RetainHandling::DoNotSend);
     sub.expect_nothing(QUIET);
     // The subscriptions work for live messages all the same (merged into one delivery).
+    broker.settle();
     publ.publish_acked("rh/t", b"live", QoS::AtLeastOnce, false, 2);
     assert_eq!(&sub.expect_publish_acked().payload[..], b"live");
     sub.expect_nothing(QUIET);
@@ -146,7 +147,7 @@ fn v5_retain_as_published() {
     let mut clear = Client::connect(broker.addr, &id_on_core("rap0", 1, 2), v);
     clear.subscribe_ok("rap/t", QoS::AtLeastOnce);
     let mut publ = Client::connect(broker.addr, &id_on_core("rap-pub", 1, 2), v);
-    common::settle();
+    broker.settle();
     publ.publish_acked("rap/t", b"r", QoS::AtLeastOnce, true, 1);
     publ.publish_acked("rap/t", b"n", QoS::AtLeastOnce, false, 2);
     let (r, n) = (keep.expect_publish_acked(), keep.expect_publish_acked());
@@ -172,7 +173,7 @@ fn retained_delivered_at_the_lower_qos_and_cleared_by_empty_qos0() {
         let t = format!("rq-{v:?}/x");
         let mut publ = Client::connect(broker.addr, &id_on_core(&format!("rq-p-{v:?}"), 0, 2), v);
         publ.publish_acked(&t, b"q2", QoS::ExactlyOnce, true, 1);
-        common::settle();
+        broker.settle();
         let mut sub = Client::connect(broker.addr, &id_on_core(&format!("rq-s-{v:?}"), 1, 2), v);
         sub.subscribe_ok(&t, QoS::AtLeastOnce);
         let p = sub.expect_publish_acked();
@@ -180,6 +181,7 @@ fn retained_delivered_at_the_lower_qos_and_cleared_by_empty_qos0() {
         sub.subscribe_ok(&t, QoS::ExactlyOnce);
         let p = sub.expect_publish_acked();
         assert_eq!((p.qos, p.retain), (QoS::ExactlyOnce, true));
+        broker.settle();
         // Clear with a QoS 0 empty message; the subscriber sees it live (not flagged).
         publ.send(&Packet::Publish(common::publish_packet(
             &t,
@@ -190,7 +192,7 @@ fn retained_delivered_at_the_lower_qos_and_cleared_by_empty_qos0() {
         )));
         let p = sub.expect_publish();
         assert!(p.payload.is_empty() && !p.retain);
-        common::settle();
+        broker.settle();
         sub.subscribe_ok(&t, QoS::ExactlyOnce);
         sub.expect_nothing(QUIET);
     }

@@ -44,7 +44,7 @@ fn takeover_with_clean_start_0_keeps_the_session() {
         assert!(present, "{v:?}: the taken-over session is resumed");
         old.expect_close(ReasonCode::SessionTakenOver);
         let mut publ = Client::connect(broker.addr, &id_on_core(&format!("tk-p-{v:?}"), 0, 2), v);
-        common::settle();
+        broker.settle();
         publ.publish_acked("tk/keep", b"still", QoS::AtLeastOnce, false, 1);
         assert_eq!(&new.expect_publish_acked().payload[..], b"still");
         // Clean start: the session and its subscription are gone.

@@ -5,12 +5,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{id_on_core, Broker, Client, VERSIONS};
 use ringmq_codec::{Packet, ProtocolVersion, QoS, Utf8Bytes};
 
-const QUIET: Duration = Duration::from_millis(400);
+const QUIET: Duration = Duration::from_millis(300);
 
 /// Connects `n` members named `name-i`, alternating cores, subscribed to `filter`.
 fn members(broker: &Broker, name: &str, filter: &str, n: usize, v: ProtocolVersion) -> Vec<Client> {
@@ -24,20 +24,40 @@ fn members(broker: &Broker, name: &str, filter: &str, n: usize, v: ProtocolVersi
         .collect()
 }
 
-/// Drains every member until all are quiet; returns payload -> how many times it was received
-/// and how many messages each member got.
-fn collect(members: &mut [Client]) -> (HashMap<Vec<u8>, usize>, Vec<usize>) {
+/// Receives from every member until `expected` messages arrived in all, then checks that no
+/// more come; returns payload -> how many times it was received, and how many messages each
+/// member got.
+fn collect(members: &mut [Client], expected: usize) -> (HashMap<Vec<u8>, usize>, Vec<usize>) {
     let mut seen = HashMap::new();
     let mut per_member = vec![0; members.len()];
-    for (i, m) in members.iter_mut().enumerate() {
-        while let Some(p) = m.recv_within(QUIET) {
-            let Packet::Publish(p) = p else {
-                panic!("unexpected {p:?}")
-            };
-            m.ack(&p);
-            *seen.entry(p.payload.to_vec()).or_insert(0) += 1;
-            per_member[i] += 1;
+    let deadline = Instant::now() + common::TIMEOUT;
+    let mut take = |i: usize, m: &mut Client, wait: Duration| -> bool {
+        match m.recv_within(wait) {
+            Some(Packet::Publish(p)) => {
+                m.ack(&p);
+                *seen.entry(p.payload.to_vec()).or_insert(0) += 1;
+                per_member[i] += 1;
+                true
+            }
+            Some(other) => panic!("unexpected {other:?}"),
+            None => false,
         }
+    };
+    let mut total = 0;
+    while total < expected && Instant::now() < deadline {
+        for (i, m) in members.iter_mut().enumerate() {
+            while take(i, m, Duration::from_millis(10)) {
+                total += 1;
+            }
+        }
+    }
+    for (i, m) in members.iter_mut().enumerate() {
+        let wait = if i == 0 {
+            QUIET
+        } else {
+            Duration::from_millis(50)
+        };
+        while take(i, m, wait) {}
     }
     (seen, per_member)
 }
@@ -61,9 +81,9 @@ fn share_group_gives_each_message_to_exactly_one_member() {
         let mut group = members(&broker, &format!("sg-{v:?}"), "$share/g/sh/+", 4, v);
         let mut plain = Client::connect(broker.addr, &format!("sg-plain-{v:?}"), v);
         plain.subscribe_ok("sh/+", QoS::AtLeastOnce);
-        common::settle();
+        broker.settle();
         publish_from_both_cores(&broker, &format!("sg-pub-{v:?}"), "sh/x", 20, v);
-        let (seen, per_member) = collect(&mut group);
+        let (seen, per_member) = collect(&mut group, 40);
         assert_eq!(seen.len(), 40, "{v:?}: every message reached the group");
         assert!(
             seen.values().all(|&n| n == 1),
@@ -73,7 +93,7 @@ fn share_group_gives_each_message_to_exactly_one_member() {
             per_member.iter().all(|&n| n > 0),
             "{v:?}: round robin spreads over members on both cores: {per_member:?}"
         );
-        let (seen, _) = collect(std::slice::from_mut(&mut plain));
+        let (seen, _) = collect(std::slice::from_mut(&mut plain), 40);
         assert_eq!(seen.len(), 40, "a plain subscriber still gets everything");
         // The delivered message has the plain topic name, not the share prefix.
         plain.publish_acked("sh/y", b"t", QoS::AtLeastOnce, false, 1);
@@ -94,9 +114,9 @@ fn queue_subscription_gives_each_message_to_exactly_one_member() {
     let broker = Broker::cores(2);
     for v in VERSIONS {
         let mut group = members(&broker, &format!("q-{v:?}"), "$queue/jobs/#", 3, v);
-        common::settle();
+        broker.settle();
         publish_from_both_cores(&broker, &format!("q-pub-{v:?}"), "jobs/a/b", 15, v);
-        let (seen, per_member) = collect(&mut group);
+        let (seen, per_member) = collect(&mut group, 30);
         assert_eq!(seen.len(), 30, "{v:?}");
         assert!(seen.values().all(|&n| n == 1), "{v:?}: {seen:?}");
         assert!(per_member.iter().all(|&n| n > 0), "{v:?}: {per_member:?}");
@@ -109,10 +129,10 @@ fn each_group_gets_each_message_once() {
     let v = ProtocolVersion::V5;
     let mut g1 = members(&broker, "two-a", "$share/a/multi/t", 2, v);
     let mut g2 = members(&broker, "two-b", "$share/b/multi/t", 3, v);
-    common::settle();
+    broker.settle();
     publish_from_both_cores(&broker, "two-pub", "multi/t", 6, v);
     for g in [&mut g1, &mut g2] {
-        let (seen, _) = collect(g);
+        let (seen, _) = collect(g, 12);
         assert_eq!(seen.len(), 12);
         assert!(seen.values().all(|&n| n == 1), "{seen:?}");
     }
@@ -132,14 +152,14 @@ fn members_leaving_hand_their_share_to_the_others() {
         }));
         assert!(matches!(group[0].expect(), Packet::UnsubAck(_)));
         group.pop().unwrap().disconnect();
-        common::settle();
+        broker.settle();
         publish_from_both_cores(&broker, &format!("lv-pub-{v:?}"), "leave/t", 5, v);
-        let (seen, _) = collect(std::slice::from_mut(&mut last));
+        let (seen, _) = collect(std::slice::from_mut(&mut last), 10);
         assert_eq!(seen.len(), 10, "{v:?}");
         group[0].expect_nothing(QUIET);
         // Everyone gone: messages go nowhere, and a new member starts afresh.
         last.disconnect();
-        common::settle();
+        broker.settle();
         publish_from_both_cores(&broker, &format!("lv-pub2-{v:?}"), "leave/t", 2, v);
         let mut again = members(&broker, &format!("lv2-{v:?}"), "$share/g/leave/t", 1, v);
         again[0].expect_nothing(QUIET);
@@ -153,7 +173,7 @@ fn member_qos_is_the_lower_of_message_and_subscription() {
     let mut m = Client::connect(broker.addr, &id_on_core("sq", 1, 2), v);
     m.subscribe_ok("$share/g/sq/t", QoS::AtMostOnce);
     let mut p = Client::connect(broker.addr, &id_on_core("sq-pub", 0, 2), v);
-    common::settle();
+    broker.settle();
     p.publish_acked("sq/t", b"2", QoS::ExactlyOnce, false, 1);
     let got = m.expect_publish();
     assert_eq!((got.qos, &got.payload[..]), (QoS::AtMostOnce, &b"2"[..]));

@@ -36,7 +36,7 @@ fn topic_aliases_from_the_client() {
     let pub_id = id_on_core("ta-pub", 1, 2);
     let (mut publ, ack) = Client::connect_ok(broker.addr, &pub_id, V5, |_| {});
     assert_eq!(ack.properties.unwrap().topic_alias_maximum, Some(64));
-    common::settle();
+    broker.settle();
     let steps: [(&str, u16, &str); 4] = [
         ("ta/x", 1, "ta/x"), // sets alias 1
         ("", 1, "ta/x"),     // uses it
@@ -96,7 +96,7 @@ fn broker_never_sends_more_than_the_clients_maximum_packet_size() {
     let mut big = Client::connect(broker.addr, &id_on_core("mps-big", 1, 2), V5);
     big.subscribe_ok("mps/#", QoS::AtLeastOnce);
     let mut publ = Client::connect(broker.addr, &id_on_core("mps-pub", 1, 2), V5);
-    common::settle();
+    broker.settle();
     publ.publish_acked("mps/a", &[b'x'; 400], QoS::AtLeastOnce, false, 1);
     publ.publish_acked("mps/a", &[b'y'; 100], QoS::AtMostOnce, false, 2);
     publ.publish_acked("mps/a", b"small", QoS::AtLeastOnce, false, 3);
@@ -112,7 +112,7 @@ fn broker_never_sends_more_than_the_clients_maximum_packet_size() {
     publ.publish_acked("mps/r", &[b'r'; 300], QoS::AtLeastOnce, true, 4);
     assert_eq!(big.expect_publish_acked().payload.len(), 300);
     small.expect_nothing(QUIET);
-    common::settle();
+    broker.settle();
     small.subscribe_ok("mps/r", QoS::AtLeastOnce);
     small.expect_nothing(QUIET);
     small.send(&Packet::PingReq);
@@ -136,7 +136,7 @@ fn subscription_identifiers() {
     sub.subscribe_many(2, &[("sid/#", o(QoS::AtMostOnce))], sub_id(268_435_455));
     sub.subscribe_many(3, &[("nosid/t", o(QoS::AtMostOnce))], None);
     let mut publ = Client::connect(broker.addr, &id_on_core("sid-pub", 0, 2), V5);
-    common::settle();
+    broker.settle();
     publ.publish_acked("sid/a", b"1", QoS::AtLeastOnce, false, 1);
     let p = sub.expect_publish_acked();
     let mut ids = p.properties.unwrap().subscription_identifiers;
@@ -197,7 +197,7 @@ fn no_local() {
     assert_eq!(a.return_codes, vec![ReasonCode::GrantedQoS1]);
     let mut other = Client::connect(broker.addr, &id_on_core("nl-other", 1, 2), V5);
     other.subscribe_ok("nl/t", QoS::AtLeastOnce);
-    common::settle();
+    broker.settle();
     me.publish_acked("nl/t", b"mine", QoS::AtLeastOnce, false, 1);
     assert_eq!(&other.expect_publish_acked().payload[..], b"mine");
     me.expect_nothing(QUIET);
@@ -216,7 +216,7 @@ fn overlapping_subscriptions_are_delivered_once_with_the_highest_qos() {
         sub.subscribe_ok("ov/a", QoS::AtLeastOnce);
         sub.subscribe_ok("+/a", QoS::AtMostOnce);
         let mut publ = Client::connect(broker.addr, &id_on_core(&format!("ov-p-{v:?}"), 0, 2), v);
-        common::settle();
+        broker.settle();
         publ.publish_acked("ov/a", b"x", QoS::ExactlyOnce, false, 1);
         let p = sub.expect_publish_acked();
         assert_eq!(p.qos, QoS::ExactlyOnce, "{v:?}");
@@ -237,7 +237,7 @@ fn application_properties_are_passed_through() {
     let mut sub = Client::connect(broker.addr, &id_on_core("app-sub", 0, 2), V5);
     sub.subscribe_ok("app/req", QoS::AtLeastOnce);
     let mut publ = Client::connect(broker.addr, &id_on_core("app-pub", 1, 2), V5);
-    common::settle();
+    broker.settle();
     let s = Utf8Bytes::from_static;
     let props = Properties {
         payload_format_indicator: Some(true),
@@ -257,7 +257,7 @@ fn application_properties_are_passed_through() {
     // The same message to a 3.1.1 subscriber has no properties at all.
     let mut old = Client::connect(broker.addr, "app-311", ProtocolVersion::V3_1_1);
     old.subscribe_ok("app/req", QoS::AtLeastOnce);
-    common::settle();
+    broker.settle();
     publ.send(&Packet::Publish(with_props(
         publish_packet("app/req", b"r", QoS::AtLeastOnce, false, 2),
         props,
@@ -273,7 +273,7 @@ fn message_expiry_interval() {
     sub.subscribe_ok("mx/t", QoS::AtLeastOnce);
     sub.disconnect();
     let mut publ = Client::connect(broker.addr, &id_on_core("mx-pub", 0, 2), V5);
-    common::settle();
+    broker.settle();
     let expiry = |secs| Properties {
         message_expiry_interval: Some(secs),
         ..Default::default()
@@ -305,7 +305,7 @@ fn payload_format_indicator_with_invalid_utf8_is_refused() {
     let mut sub = Client::connect(broker.addr, "pfi-sub", V5);
     sub.subscribe_ok("pfi/t", QoS::AtMostOnce);
     let mut publ = Client::connect(broker.addr, "pfi-pub", V5);
-    common::settle();
+    broker.settle();
     let utf8 = Properties {
         payload_format_indicator: Some(true),
         ..Default::default()

@@ -42,7 +42,7 @@ fn will_published_when_the_socket_is_dropped() {
         let topic = format!("will/drop/{v:?}");
         let mut w = watcher(&broker, &format!("wd-w-{v:?}"), &topic, v);
         let c = with_will(&broker, &format!("wd-c-{v:?}"), &topic, v, |_| {});
-        common::settle();
+        broker.settle();
         drop(c);
         let p = w.expect_publish_acked();
         assert_eq!(
@@ -60,7 +60,7 @@ fn no_will_after_a_normal_disconnect() {
         let topic = format!("will/normal/{v:?}");
         let mut w = watcher(&broker, &format!("wn-w-{v:?}"), &topic, v);
         let c = with_will(&broker, &format!("wn-c-{v:?}"), &topic, v, |_| {});
-        common::settle();
+        broker.settle();
         c.disconnect();
         w.expect_nothing(Duration::from_secs(1));
     }
@@ -72,7 +72,7 @@ fn v5_disconnect_with_will_message_publishes_the_will() {
     let v = ProtocolVersion::V5;
     let mut w = watcher(&broker, "w04-w", "will/04", v);
     let mut c = with_will(&broker, "w04-c", "will/04", v, |_| {});
-    common::settle();
+    broker.settle();
     c.send(&Packet::Disconnect(Disconnect::new(
         ReasonCode::DisconnectWithWillMessage,
     )));
@@ -110,7 +110,7 @@ fn will_published_on_protocol_violation() {
         let topic = format!("will/violation/{v:?}");
         let mut w = watcher(&broker, &format!("wv-w-{v:?}"), &topic, v);
         let mut c = with_will(&broker, &format!("wv-c-{v:?}"), &topic, v, |_| {});
-        common::settle();
+        broker.settle();
         c.send(&Packet::Connect(Box::new(common::connect_packet(
             "again", v,
         ))));
@@ -127,8 +127,14 @@ fn retained_will_is_stored() {
         let c = with_will(&broker, &format!("wr-c-{v:?}"), &topic, v, |c| {
             c.will.as_mut().unwrap().retain = true;
         });
+        // An observer on the will's core sees it published live (RETAIN cleared)...
+        let mut seen = Client::connect(broker.addr, &id_on_core(&format!("wr-o-{v:?}"), 1, 2), v);
+        seen.subscribe_ok(&topic, QoS::AtLeastOnce);
         drop(c);
-        common::settle();
+        let p = seen.expect_publish_acked();
+        assert!(!p.retain && &p.payload[..] == b"gone", "{v:?}: {p:?}");
+        // ...and it is stored: a later subscriber on the other core gets it flagged.
+        broker.settle();
         let mut w = watcher(&broker, &format!("wr-w-{v:?}"), &topic, v);
         let p = w.expect_publish_acked();
         assert!(p.retain && &p.payload[..] == b"gone", "{v:?}: {p:?}");
@@ -147,7 +153,7 @@ fn v5_will_properties_are_passed_on() {
             ..Default::default()
         }));
     });
-    common::settle();
+    broker.settle();
     drop(c);
     let p = w.expect_publish_acked();
     let props = p.properties.expect("will properties forwarded");
@@ -174,7 +180,7 @@ fn v5_will_delay_interval() {
     let v = ProtocolVersion::V5;
     let mut w = watcher(&broker, "wdl-w", "will/delay", v);
     let c = with_will(&broker, "wdl-c", "will/delay", v, delayed(2, 60));
-    common::settle();
+    broker.settle();
     let start = Instant::now();
     drop(c);
     w.expect_nothing(Duration::from_millis(1300));
@@ -197,7 +203,7 @@ fn v5_will_delay_cancelled_by_reconnect_within_the_delay() {
     let v = ProtocolVersion::V5;
     let mut w = watcher(&broker, "wcx-w", "will/cancel", v);
     let c = with_will(&broker, "wcx-c", "will/cancel", v, delayed(2, 60));
-    common::settle();
+    broker.settle();
     drop(c);
     std::thread::sleep(Duration::from_millis(500));
     let (back, present) =
@@ -214,7 +220,7 @@ fn v5_will_delay_is_cut_short_by_session_expiry() {
     let v = ProtocolVersion::V5;
     let mut w = watcher(&broker, "wex-w", "will/expiry", v);
     let c = with_will(&broker, "wex-c", "will/expiry", v, delayed(30, 1));
-    common::settle();
+    broker.settle();
     let start = Instant::now();
     drop(c);
     let p = w.expect_publish_acked();
@@ -234,7 +240,7 @@ fn will_published_on_takeover() {
         let mut w = watcher(&broker, &format!("wt-w-{v:?}"), &topic, v);
         let name = format!("wt-c-{v:?}");
         let mut old = with_will(&broker, &name, &topic, v, |_| {});
-        common::settle();
+        broker.settle();
         let new = Client::connect(broker.addr, &id_on_core(&name, 1, 2), v);
         old.expect_close(ReasonCode::SessionTakenOver);
         assert_eq!(&w.expect_publish_acked().payload[..], b"gone");

@@ -177,6 +177,16 @@ fn incoming_qos2_is_routed_once_and_bounded() {
 }
 
 #[test]
+fn incoming_qos2_is_not_bounded_by_receive_maximum_in_v311() {
+    // MQTT 3.1.1 has no Receive Maximum: the client is told of none and may use every id.
+    let mut s = session(ProtocolVersion::V3_1_1);
+    for id in 1..=100 {
+        assert_eq!(s.on_incoming_qos2(id), Ok(true));
+    }
+    assert_eq!(s.on_incoming_qos2(50), Ok(false));
+}
+
+#[test]
 fn topic_aliases_map_and_resolve() {
     let mut s = session(ProtocolVersion::V5);
     let with_alias = |topic: &'static str, alias| Publish {

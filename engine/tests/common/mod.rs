@@ -18,6 +18,8 @@ pub struct Broker {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its executors (`--cores`; 0 when not given).
+    pub cores: usize,
 }
 
 impl Broker {
@@ -63,7 +65,13 @@ impl Broker {
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("broker did not report its address");
-        Broker { child, addr }
+        let cores = args
+            .iter()
+            .position(|a| *a == "--cores")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        Broker { child, addr, cores }
     }
 
     /// The process id.
@@ -309,10 +317,49 @@ pub fn id_on_core(prefix: &str, core: u16, cores: usize) -> String {
         .unwrap()
 }
 
-/// Lets subscriptions and shared-group memberships reach the other cores (they travel the mesh
-/// after the SUBACK is sent).
-pub fn settle() {
-    std::thread::sleep(Duration::from_millis(250));
+impl Broker {
+    /// Waits until every message that any core had queued for another core when this was
+    /// called has been handled there, and the messages those caused in turn. Subscriptions
+    /// (interest), shared-group memberships and retained messages travel the mesh after the
+    /// SUBACK or PUBACK is sent, so a test that subscribes on one core and publishes on another
+    /// calls this in between.
+    ///
+    /// How: for each ordered core pair (from, to), a probe client homed on `to` subscribes to a
+    /// fresh topic and a probe client homed on `from` publishes to it until the message
+    /// arrives. The interest travelled to -> from behind everything queued before it, and the
+    /// probe from -> to likewise (one FIFO queue per core pair); doing every pair once also
+    /// flushes chains of two hops (a share membership and the interest its owner broadcasts).
+    pub fn settle(&self) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static ROUND: AtomicU64 = AtomicU64::new(0);
+        let cores = self.cores;
+        if cores < 2 {
+            return;
+        }
+        let n = ROUND.fetch_add(1, Ordering::Relaxed);
+        let mut probes: Vec<Client> = (0..cores)
+            .map(|c| {
+                let id = id_on_core(&format!("ringmq-probe-{n}-{c}"), c as u16, cores);
+                Client::connect(self.addr, &id, ProtocolVersion::V5)
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for to in 0..cores {
+            for from in (0..cores).filter(|&f| f != to) {
+                let topic = format!("ringmq-probe/{n}/{from}/{to}");
+                probes[to].subscribe_ok(&topic, QoS::AtMostOnce);
+                loop {
+                    probes[from].publish(&topic, b"", QoS::AtMostOnce, false);
+                    match probes[to].recv_within(Duration::from_millis(10)) {
+                        Some(Packet::Publish(p)) if *p.topic == *topic => break,
+                        None => {}
+                        Some(other) => panic!("probe client got {other:?}"),
+                    }
+                    assert!(Instant::now() < deadline, "the mesh did not settle");
+                }
+            }
+        }
+    }
 }
 
 /// Both protocol versions that carry a Session Present flag and are tested throughout.

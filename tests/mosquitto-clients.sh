@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Interoperability check with the Eclipse Mosquitto command-line clients (mosquitto_pub and
+# mosquitto_sub, Debian package `mosquitto-clients`): starts the broker (release build, two
+# cores) on a loopback port and checks, in MQTT 3.1.1 and MQTT 5, delivery at QoS 0, 1 and 2,
+# retained messages (set, delivered flagged, cleared) and the will (published when the client
+# dies or, in MQTT 5, disconnects with reason 0x04; not after a normal DISCONNECT). Every client
+# runs under `timeout` or is killed. Exits non-zero on the first failure.
+#
+#   tests/mosquitto-clients.sh            # port 18830, or RINGMQ_PORT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT="${RINGMQ_PORT:-18830}"
+HOST=127.0.0.1
+WORK="$(mktemp -d)"
+BROKER_PID=""
+
+cleanup() {
+  # Only what this script started: the broker and any client still running in the background.
+  if [[ -n "$BROKER_PID" ]]; then kill "$BROKER_PID" 2>/dev/null || true; fi
+  local jobs_left
+  jobs_left="$(jobs -p)"
+  if [[ -n "$jobs_left" ]]; then kill $jobs_left 2>/dev/null || true; fi
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  if [[ -f "$WORK/broker.log" ]]; then
+    echo "--- broker log (last lines)" >&2
+    tail -n 20 "$WORK/broker.log" >&2
+  fi
+  exit 1
+}
+pass() { echo "ok: $*"; }
+
+for tool in mosquitto_pub mosquitto_sub timeout; do
+  command -v "$tool" >/dev/null || fail "$tool not found (apt-get install -y mosquitto-clients)"
+done
+
+echo "building the broker (release)"
+timeout 900 cargo build --release -q -p ringmq --bin ringmq
+
+timeout 300 cargo run --release -q -p ringmq --bin ringmq -- \
+  --listen "$HOST:$PORT" --cores 2 --log-level warn >"$WORK/broker.log" 2>&1 &
+BROKER_PID=$!
+for _ in $(seq 1 100); do
+  grep -q "ringmq listening on" "$WORK/broker.log" 2>/dev/null && break
+  kill -0 "$BROKER_PID" 2>/dev/null || fail "broker exited at start"
+  sleep 0.1
+done
+grep -q "ringmq listening on $HOST:$PORT" "$WORK/broker.log" || fail "broker did not listen on $PORT"
+pass "broker listening on $HOST:$PORT"
+
+pub() { timeout 10 mosquitto_pub -h "$HOST" -p "$PORT" "$@"; }
+sub() { timeout 10 mosquitto_sub -h "$HOST" -p "$PORT" "$@"; }
+
+# Starts a subscriber for one message in the background, then publishes (repeating while the
+# subscriber has not got it yet, which also covers the time it takes to subscribe) and checks
+# the line it printed.
+#   deliver VERSION QOS_SUB QOS_PUB TOPIC PAYLOAD EXPECTED_LINE
+deliver() {
+  local v=$1 qsub=$2 qpub=$3 topic=$4 payload=$5 expected=$6
+  local out="$WORK/deliver.out"
+  : >"$out"
+  sub -V "$v" -i "mc-sub-$v-$qsub-$qpub" -q "$qsub" -t "$topic" -C 1 -F '%q %r %t %p' >"$out" &
+  local sub_pid=$!
+  for _ in $(seq 1 50); do
+    kill -0 "$sub_pid" 2>/dev/null || break
+    pub -V "$v" -i "mc-pub-$v" -q "$qpub" -t "$topic" -m "$payload" || fail "$v: mosquitto_pub failed"
+    sleep 0.1
+  done
+  wait "$sub_pid" || fail "$v: subscriber (QoS $qsub) did not get a message on $topic"
+  [[ "$(cat "$out")" == "$expected" ]] ||
+    fail "$v: QoS $qpub to a QoS $qsub subscription: got '$(cat "$out")', expected '$expected'"
+  pass "$v: published at QoS $qpub, received '$expected'"
+}
+
+for V in mqttv311 mqttv5; do
+  # QoS 0, 1, 2 both ways; a QoS 1 subscription receives a QoS 2 message at QoS 1.
+  for Q in 0 1 2; do
+    deliver "$V" "$Q" "$Q" "mc/$V/q$Q" "payload-$Q" "$Q 0 mc/$V/q$Q payload-$Q"
+  done
+  deliver "$V" 1 2 "mc/$V/down" "down" "1 0 mc/$V/down down"
+
+  # Retained: set, replace, delivered flagged to a new subscriber, cleared.
+  pub -V "$V" -q 1 -r -t "mc/$V/ret" -m first || fail "$V: retained publish"
+  pub -V "$V" -q 1 -r -t "mc/$V/ret" -m second || fail "$V: retained publish"
+  got="$(sub -V "$V" -q 1 -t "mc/$V/ret" -C 1 -W 5 -F '%r %p')" || fail "$V: no retained message"
+  [[ "$got" == "1 second" ]] || fail "$V: retained: got '$got', expected '1 second'"
+  pass "$V: retained message replaced and delivered with RETAIN set"
+  pub -V "$V" -q 1 -r -t "mc/$V/ret" -n || fail "$V: clearing publish"
+  got="$(sub -V "$V" -q 1 -t "mc/$V/ret" -C 1 -W 1 -F '%r %p' 2>/dev/null || true)"
+  [[ -z "$got" ]] || fail "$V: retained message not cleared: '$got'"
+  pass "$V: retained message cleared by an empty payload"
+
+  # Will: published when the client dies (SIGKILL: no DISCONNECT), not after a normal
+  # DISCONNECT (mosquitto_sub -C 1 exits normally after its message). The watcher takes the
+  # first message on the will topic: "polite" would come before "rude".
+  sub -V "$V" -q 1 -t "mc/$V/will" -C 1 -W 8 -F '%t %p' >"$WORK/will.out" &
+  watcher=$!
+  sleep 0.5 # the watcher has subscribed
+  timeout 10 mosquitto_sub -h "$HOST" -p "$PORT" -V "$V" -i "mc-polite-$V" -t "mc/$V/polite" \
+    -C 1 --will-topic "mc/$V/will" --will-payload polite --will-qos 1 >/dev/null &
+  polite=$!
+  for _ in $(seq 1 50); do
+    kill -0 "$polite" 2>/dev/null || break
+    pub -V "$V" -t "mc/$V/polite" -m bye
+    sleep 0.1
+  done
+  wait "$polite" || fail "$V: the polite client did not exit normally"
+  sleep 0.5
+  # Not under `timeout`: SIGKILL must reach mosquitto_sub itself (it is killed right away).
+  mosquitto_sub -h "$HOST" -p "$PORT" -V "$V" -i "mc-rude-$V" -t "mc/$V/idle" \
+    --will-topic "mc/$V/will" --will-payload rude --will-qos 1 &
+  rude=$!
+  sleep 0.5
+  kill -KILL "$rude"
+  wait "$rude" 2>/dev/null || true
+  wait "$watcher" || fail "$V: will not published after the client was killed"
+  [[ "$(cat "$WORK/will.out")" == "mc/$V/will rude" ]] ||
+    fail "$V: will: got '$(cat "$WORK/will.out")', expected 'mc/$V/will rude'"
+  pass "$V: will published when the client died, not after a normal DISCONNECT"
+
+  # SIGINT: mosquitto_sub sends DISCONNECT; in MQTT 5 with reason 0x04 (Disconnect with Will
+  # Message), so the will is published; in 3.1.1 a plain DISCONNECT, so it is not.
+  sub -V "$V" -q 1 -t "mc/$V/will2" -C 1 -W 3 -F '%p' >"$WORK/will2.out" 2>/dev/null &
+  watcher=$!
+  sleep 0.5
+  timeout 10 mosquitto_sub -h "$HOST" -p "$PORT" -V "$V" -i "mc-int-$V" -t "mc/$V/idle" \
+    --will-topic "mc/$V/will2" --will-payload interrupted --will-qos 1 &
+  interrupted=$!
+  sleep 0.5
+  kill -INT "$interrupted"
+  wait "$interrupted" 2>/dev/null || true
+  wait "$watcher" 2>/dev/null || true
+  got="$(cat "$WORK/will2.out")"
+  if [[ "$V" == mqttv5 ]]; then
+    [[ "$got" == interrupted ]] || fail "$V: DISCONNECT 0x04 did not publish the will ('$got')"
+    pass "$V: DISCONNECT with reason 0x04 published the will"
+  else
+    [[ -z "$got" ]] || fail "$V: will published after a normal DISCONNECT ('$got')"
+    pass "$V: no will after DISCONNECT"
+  fi
+done
+
+kill -0 "$BROKER_PID" 2>/dev/null || fail "the broker died"
+pass "broker still running"
+echo "all mosquitto client checks passed"
