@@ -118,6 +118,10 @@ pub struct Session {
     peer_max_packet_size: u32,
     next_packet_id: u16,
     inflight: VecDeque<InFlight>,
+    /// How many of the first in-flight messages were sent on the current connection and count
+    /// against the window; after a resume the others wait for room to be resent, so a client
+    /// back with a smaller Receive Maximum is never sent more than it allows.
+    inflight_sent: usize,
     queue: VecDeque<Delivery>,
     queued_bytes: usize,
     incoming_qos2: HashSet<u16>,
@@ -147,6 +151,7 @@ impl Session {
             peer_max_packet_size: ringmq_codec::PACKET_SIZE_MAX,
             next_packet_id: 1,
             inflight: VecDeque::new(),
+            inflight_sent: 0,
             queue: VecDeque::new(),
             queued_bytes: 0,
             incoming_qos2: HashSet::new(),
@@ -181,7 +186,8 @@ impl Session {
     }
 
     /// A client connected (new or resumed session). Resends what was in flight (PUBLISH with
-    /// DUP, or PUBREL) in order, then fills the window from the queue [MQTT-4.4.0-1].
+    /// DUP, or PUBREL) in order as far as the window allows, then fills the window from the
+    /// queue [MQTT-4.4.0-1], [MQTT-3.3.4-9].
     pub fn attach(
         &mut self,
         version: ProtocolVersion,
@@ -194,20 +200,14 @@ impl Session {
         self.peer_receive_maximum = receive_maximum.max(1);
         self.peer_max_packet_size = max_packet_size;
         self.aliases_in.clear();
-        for i in 0..self.inflight.len() {
-            let f = &self.inflight[i];
-            let packet = match f.state {
-                OutState::Released => Packet::PubRel(Ack::new(f.packet_id)),
-                _ => Packet::Publish(self.publish_packet(&f.delivery, f.packet_id, true, now)),
-            };
-            self.write(&packet);
-        }
+        self.inflight_sent = 0;
         self.pump(now);
     }
 
     /// The client went away. In-flight and queued messages stay for a resumed session.
     pub fn detach(&mut self) {
         self.connected = false;
+        self.inflight_sent = 0;
         self.aliases_in.clear();
     }
 
@@ -246,6 +246,7 @@ impl Session {
         }
         if self.connected
             && self.queue.is_empty()
+            && self.inflight_sent == self.inflight.len()
             && self.inflight.len() < self.window()
             && !self.writer_behind()
         {
@@ -263,9 +264,32 @@ impl Session {
         self.queue.push_back(d);
     }
 
-    /// Moves queued messages into the window while there is room and the writer keeps up.
+    /// Resends in-flight messages not yet sent on this connection, then moves queued messages
+    /// into the window, while there is room and the writer keeps up.
     pub fn pump(&mut self, now: Instant) {
-        while self.connected && self.inflight.len() < self.window() && !self.writer_behind() {
+        while self.connected
+            && self.inflight_sent < self.inflight.len().min(self.window())
+            && !self.writer_behind()
+        {
+            let f = &self.inflight[self.inflight_sent];
+            let packet = match f.state {
+                OutState::Released => Packet::PubRel(Ack::new(f.packet_id)),
+                _ => Packet::Publish(self.publish_packet(&f.delivery, f.packet_id, true, now)),
+            };
+            if self.write(&packet) {
+                self.inflight_sent += 1;
+            } else {
+                // Over the Maximum Packet Size the client now announces: treated as delivered
+                // [MQTT-3.1.2-25].
+                self.inflight.remove(self.inflight_sent);
+                self.drops.too_large += 1;
+            }
+        }
+        while self.connected
+            && self.inflight_sent == self.inflight.len()
+            && self.inflight.len() < self.window()
+            && !self.writer_behind()
+        {
             let Some(d) = self.queue.pop_front() else {
                 break;
             };
@@ -332,6 +356,14 @@ impl Session {
             delivery: d,
             state,
         });
+        self.inflight_sent += 1;
+    }
+
+    fn remove_inflight(&mut self, i: usize) {
+        self.inflight.remove(i);
+        if i < self.inflight_sent {
+            self.inflight_sent -= 1;
+        }
     }
 
     fn position(&self, packet_id: u16, state: OutState) -> Option<usize> {
@@ -343,7 +375,7 @@ impl Session {
     /// PUBACK from the client.
     pub fn on_puback(&mut self, packet_id: u16, now: Instant) {
         if let Some(i) = self.position(packet_id, OutState::PublishedQos1) {
-            self.inflight.remove(i);
+            self.remove_inflight(i);
             self.pump(now);
         }
     }
@@ -360,7 +392,7 @@ impl Session {
             return;
         };
         if ack.reason_code.is_error() {
-            self.inflight.remove(i);
+            self.remove_inflight(i);
             self.pump(now);
             return;
         }
@@ -371,7 +403,7 @@ impl Session {
     /// PUBCOMP from the client.
     pub fn on_pubcomp(&mut self, packet_id: u16, now: Instant) {
         if let Some(i) = self.position(packet_id, OutState::Released) {
-            self.inflight.remove(i);
+            self.remove_inflight(i);
             self.pump(now);
         }
     }
@@ -441,6 +473,7 @@ impl Session {
     /// Drops every stored message (used when the session ends).
     pub fn clear_messages(&mut self) {
         self.inflight.clear();
+        self.inflight_sent = 0;
         self.queue.clear();
         self.queued_bytes = 0;
         self.incoming_qos2.clear();

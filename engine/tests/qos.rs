@@ -289,3 +289,50 @@ fn qos_1_and_2_are_queued_while_offline_and_clean_sessions_are_not() {
         sub.expect_nothing(QUIET);
     }
 }
+
+#[test]
+fn v5_resume_with_a_smaller_receive_maximum_resends_within_it() {
+    let broker = Broker::cores(2);
+    let v = ProtocolVersion::V5;
+    let id = id_on_core("rm-resume", 1, 2);
+    let connect = |receive_maximum: u16| {
+        Client::connect_ok(broker.addr, &id, v, |c| {
+            c.clean_start = false;
+            c.properties = Some(Box::new(Properties {
+                session_expiry_interval: Some(300),
+                receive_maximum: Some(receive_maximum),
+                ..Default::default()
+            }));
+        })
+        .0
+    };
+    let mut sub = connect(10);
+    sub.subscribe_ok("rmr/t", QoS::AtLeastOnce);
+    let mut publ = Client::connect(broker.addr, &id_on_core("rm-resume-pub", 0, 2), v);
+    broker.settle();
+    publish_n(&mut publ, "rmr/t", 6, QoS::AtLeastOnce);
+    for i in 0..6u8 {
+        assert_eq!(sub.expect_publish().payload[..], [i]);
+    }
+    drop(sub); // six in flight, none acknowledged
+               // Back with a Receive Maximum of 2: never more than 2 unacknowledged at once, in order.
+    let mut sub = connect(2);
+    let mut unacked = Vec::new();
+    for i in 0..6u8 {
+        if unacked.len() == 2 {
+            sub.expect_nothing(Duration::from_millis(150));
+            sub.ack(&unacked.remove(0));
+        }
+        let p = sub.expect_publish();
+        assert_eq!(
+            (p.payload[..].to_vec(), p.dup),
+            (vec![i], true),
+            "resent in order"
+        );
+        unacked.push(p);
+    }
+    for p in &unacked {
+        sub.ack(p);
+    }
+    sub.expect_nothing(QUIET);
+}

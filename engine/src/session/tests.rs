@@ -141,6 +141,43 @@ fn resume_resends_inflight_with_dup_and_pubrel_in_order() {
 }
 
 #[test]
+fn resume_resends_no_more_than_the_new_receive_maximum() {
+    let now = Instant::now();
+    let mut s = Session::new(
+        1,
+        Utf8Bytes::from_static("c"),
+        ProtocolVersion::V5,
+        SessionLimits {
+            max_inflight_messages: 10,
+            ..limits()
+        },
+    );
+    s.attach(ProtocolVersion::V5, u16::MAX, u32::MAX, now);
+    for n in 0..4 {
+        s.deliver(delivery(n, QoS::AtLeastOnce), now);
+    }
+    s.deliver(delivery(4, QoS::ExactlyOnce), now);
+    s.on_pubrec(&Ack::new(5), now);
+    assert_eq!(publishes(&sent(&mut s)).len(), 5);
+    s.detach();
+    // Back with Receive Maximum 2: two resent, the others as acknowledgements make room.
+    s.attach(ProtocolVersion::V5, 2, u32::MAX, now);
+    assert_eq!(publishes(&sent(&mut s)), vec![(1, 0, true), (2, 1, true)]);
+    s.deliver(delivery(9, QoS::AtLeastOnce), now); // queued behind the resends
+    assert!(sent(&mut s).is_empty());
+    s.on_puback(2, now);
+    assert_eq!(publishes(&sent(&mut s)), vec![(3, 2, true)]);
+    s.on_puback(1, now);
+    s.on_puback(3, now);
+    let packets = sent(&mut s);
+    assert_eq!(publishes(&packets), vec![(4, 3, true)]);
+    assert_eq!(packets[1], Packet::PubRel(Ack::new(5)));
+    s.on_puback(4, now);
+    assert_eq!(publishes(&sent(&mut s)), vec![(6, 9, false)]);
+    assert_eq!(s.inflight_len(), 2);
+}
+
+#[test]
 fn full_queue_drops_and_counts() {
     let now = Instant::now();
     let mut s = session(ProtocolVersion::V3_1_1);
