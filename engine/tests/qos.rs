@@ -336,3 +336,28 @@ fn v5_resume_with_a_smaller_receive_maximum_resends_within_it() {
     }
     sub.expect_nothing(QUIET);
 }
+
+#[test]
+fn large_messages_cross_cores_intact() {
+    let broker = Broker::cores(2);
+    for v in VERSIONS {
+        let mut sub = Client::connect(broker.addr, &id_on_core(&format!("big-{v:?}"), 0, 2), v);
+        sub.subscribe_ok("big/t", QoS::AtLeastOnce);
+        let mut publ = Client::connect(broker.addr, &id_on_core(&format!("big-p-{v:?}"), 1, 2), v);
+        broker.settle();
+        // Larger than the read buffer, the write high-water mark and a socket buffer.
+        let payloads: Vec<Vec<u8>> = (0..3u8)
+            .map(|k| (0..700_000u32).map(|i| (i % 251) as u8 ^ k).collect())
+            .collect();
+        for (k, p) in payloads.iter().enumerate() {
+            publ.publish_acked("big/t", p, QoS::ExactlyOnce, false, k as u16 + 1);
+        }
+        for (k, p) in payloads.iter().enumerate() {
+            let Some(Packet::Publish(got)) = sub.recv() else {
+                panic!("{v:?}: message {k} missing");
+            };
+            assert!(got.payload[..] == p[..], "{v:?}: payload {k} intact");
+            sub.ack(&got);
+        }
+    }
+}

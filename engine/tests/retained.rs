@@ -197,3 +197,31 @@ fn retained_delivered_at_the_lower_qos_and_cleared_by_empty_qos0() {
         sub.expect_nothing(QUIET);
     }
 }
+
+#[test]
+fn v5_retained_message_expiry() {
+    let broker = Broker::cores(2);
+    let v = ProtocolVersion::V5;
+    let mut publ = Client::connect(broker.addr, &id_on_core("rx-pub", 0, 2), v);
+    for (topic, secs) in [("rx/short", 1), ("rx/long", 100)] {
+        let mut p = common::publish_packet(topic, b"v", QoS::AtLeastOnce, true, 1);
+        p.properties = Some(Box::new(ringmq_codec::Properties {
+            message_expiry_interval: Some(secs),
+            ..Default::default()
+        }));
+        publ.send(&Packet::Publish(p));
+        assert!(matches!(publ.expect(), Packet::PubAck(_)));
+    }
+    broker.settle();
+    std::thread::sleep(Duration::from_millis(1300));
+    let mut sub = Client::connect(broker.addr, &id_on_core("rx-sub", 1, 2), v);
+    sub.subscribe_ok("rx/+", QoS::AtLeastOnce);
+    let p = sub.expect_publish_acked();
+    assert_eq!(
+        &*p.topic, "rx/long",
+        "the expired retained message is not sent"
+    );
+    let left = p.properties.unwrap().message_expiry_interval.unwrap();
+    assert!((98..100).contains(&left), "{left}");
+    sub.expect_nothing(QUIET);
+}

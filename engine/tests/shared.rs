@@ -178,3 +178,23 @@ fn member_qos_is_the_lower_of_message_and_subscription() {
     let got = m.expect_publish();
     assert_eq!((got.qos, &got.payload[..]), (QoS::AtMostOnce, &b"2"[..]));
 }
+
+#[test]
+fn retained_messages_are_not_sent_to_shared_subscriptions() {
+    // MQTT 5 3.3.1.3: retained messages go to a new *non-shared* subscription only.
+    let broker = Broker::cores(2);
+    for v in VERSIONS {
+        let t = format!("shret/{v:?}");
+        let mut p = Client::connect(broker.addr, &id_on_core(&format!("shret-p-{v:?}"), 0, 2), v);
+        p.publish_acked(&t, b"kept", QoS::AtLeastOnce, true, 1);
+        broker.settle();
+        let mut m = Client::connect(broker.addr, &id_on_core(&format!("shret-m-{v:?}"), 1, 2), v);
+        m.subscribe_ok(&format!("$share/g/{t}"), QoS::AtLeastOnce);
+        m.expect_nothing(QUIET);
+        // A plain subscription of the same session does get it.
+        m.subscribe_ok(&t, QoS::AtLeastOnce);
+        let got = m.expect_publish_acked();
+        assert!(got.retain && &got.payload[..] == b"kept");
+        p.publish_acked(&t, b"", QoS::AtLeastOnce, true, 2);
+    }
+}

@@ -322,3 +322,41 @@ fn payload_format_indicator_with_invalid_utf8_is_refused() {
     publ.expect_close(ReasonCode::PayloadFormatInvalid);
     sub.expect_nothing(QUIET);
 }
+
+#[test]
+fn unsuback_reason_codes() {
+    let broker = Broker::cores(2);
+    for v in VERSIONS {
+        let mut c = Client::connect(broker.addr, &format!("unsub-{v:?}"), v);
+        c.subscribe_ok("un/a", QoS::AtLeastOnce);
+        c.subscribe_ok("$share/g/un/b", QoS::AtLeastOnce);
+        c.send(&Packet::Unsubscribe(ringmq_codec::Unsubscribe {
+            packet_id: 12,
+            properties: None,
+            filters: ["un/a", "un/none", "$share/g/un/b"]
+                .into_iter()
+                .map(Utf8Bytes::from_static)
+                .collect(),
+        }));
+        match c.expect() {
+            Packet::UnsubAck(a) => {
+                assert_eq!(a.packet_id, 12);
+                if v.is_v5() {
+                    assert_eq!(
+                        a.reason_codes,
+                        vec![
+                            ReasonCode::Success,
+                            ReasonCode::NoSubscriptionExisted,
+                            ReasonCode::Success
+                        ]
+                    );
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        // Really gone.
+        c.publish_acked("un/a", b"x", QoS::AtMostOnce, false, 1);
+        c.publish_acked("un/b", b"x", QoS::AtMostOnce, false, 1);
+        c.expect_nothing(QUIET);
+    }
+}

@@ -243,6 +243,14 @@ fn v5_property_violations() {
             ReasonCode::MalformedPacket,
         ),
         (
+            "No Local on a shared subscription",
+            packet(
+                0x82,
+                &[&[0u8, 1, 0, 0, 10][..], b"$share/g/t", &[0b0000_0100]].concat(),
+            ),
+            ReasonCode::ProtocolError,
+        ),
+        (
             "AUTH without an authentication method",
             vec![0xF0, 0],
             ReasonCode::ProtocolError,
