@@ -712,11 +712,21 @@ impl Core {
 
     fn deliver_to(&mut self, sid: SessionId, d: Delivery, now: Instant) {
         if let Some(slot) = self.slots.get_mut(&sid) {
-            let before = slot.session.drops;
+            let before = slot.session.drops.total();
             slot.session.deliver(d, now);
-            let after = slot.session.drops;
-            let dropped = (after.qos0 + after.queue_full + after.expired + after.too_large)
-                - (before.qos0 + before.queue_full + before.expired + before.too_large);
+            let after = slot.session.drops.total();
+            let dropped = after - before;
+            if dropped > 0 && after.is_power_of_two() {
+                // Logged at 1, 2, 4, 8, ... drops per session: visible, never a flood.
+                let s = &slot.session;
+                tracing::warn!(
+                    client_id = %s.client_id,
+                    drops = ?s.drops,
+                    queued = s.queued_len(),
+                    "messages dropped for a session (limits.max_queued_messages / max_queued_bytes, \
+                     runtime.write_buffer_high_water_bytes, expiry or the client's maximum packet size)"
+                );
+            }
             self.stats.messages_dropped += dropped;
             self.stats.messages_sent += 1 - dropped.min(1);
             self.wake(sid);

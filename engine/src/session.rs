@@ -86,6 +86,13 @@ pub struct DropCounters {
     pub too_large: u64,
 }
 
+impl DropCounters {
+    /// All drops, whatever the reason.
+    pub fn total(&self) -> u64 {
+        self.qos0 + self.queue_full + self.expired + self.too_large
+    }
+}
+
 /// What the connection must do after an incoming packet.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ProtocolViolation {
