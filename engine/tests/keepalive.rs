@@ -6,13 +6,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Broker, Client, VERSIONS};
+use common::{Broker, Client};
 use ringmq_codec::{Packet, ProtocolVersion, ReasonCode};
 
 #[test]
 fn silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
     let broker = Broker::cores(2);
-    for v in VERSIONS {
+    common::in_parallel_for_versions(|v| {
         let (mut c, ack) = Client::connect_ok(broker.addr, &format!("ka-{v:?}"), v, |c| {
             c.keep_alive = 1;
         });
@@ -27,13 +27,13 @@ fn silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
             after >= Duration::from_millis(1400) && after < Duration::from_millis(3500),
             "{v:?}: closed after {after:?}"
         );
-    }
+    });
 }
 
 #[test]
 fn pinging_client_stays_connected() {
     let broker = Broker::cores(2);
-    for v in VERSIONS {
+    common::in_parallel_for_versions(|v| {
         let (mut c, _) = Client::connect_ok(broker.addr, &format!("ping-{v:?}"), v, |c| {
             c.keep_alive = 1;
         });
@@ -49,13 +49,13 @@ fn pinging_client_stays_connected() {
             c.subscribe_ok("ka/any", ringmq_codec::QoS::AtMostOnce);
         }
         c.disconnect();
-    }
+    });
 }
 
 #[test]
 fn keep_alive_zero_is_never_timed_out_by_default() {
     let broker = Broker::cores(1);
-    for v in VERSIONS {
+    common::in_parallel_for_versions(|v| {
         let (mut c, ack) = Client::connect_ok(broker.addr, &format!("ka0-{v:?}"), v, |c| {
             c.keep_alive = 0;
         });
@@ -66,7 +66,7 @@ fn keep_alive_zero_is_never_timed_out_by_default() {
         c.expect_nothing(Duration::from_millis(1800));
         c.send(&Packet::PingReq);
         assert_eq!(c.recv(), Some(Packet::PingResp));
-    }
+    });
 }
 
 #[test]

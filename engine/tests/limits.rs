@@ -349,3 +349,73 @@ fn anonymous_clients_refused_when_not_allowed() {
         c.disconnect();
     }
 }
+
+#[test]
+fn retained_messages_max_stops_new_topics_not_replacements() {
+    let broker = Broker::with_config(2, "[limits]\nretained_messages_max = 2\n");
+    let mut p = Client::connect(broker.addr, &id_on_core("rmax-p", 0, 2), V5);
+    for t in ["rmax/a", "rmax/b", "rmax/c"] {
+        p.publish_acked(t, t.as_bytes(), QoS::AtLeastOnce, true, 1);
+    }
+    p.publish_acked("rmax/a", b"replaced", QoS::AtLeastOnce, true, 2);
+    broker.settle();
+    for core in [0, 1] {
+        let mut s = Client::connect(
+            broker.addr,
+            &id_on_core(&format!("rmax-s{core}"), core, 2),
+            V5,
+        );
+        s.subscribe_ok("rmax/+", QoS::AtLeastOnce);
+        let mut got: Vec<(String, Vec<u8>)> = (0..2)
+            .map(|_| {
+                let m = s.expect_publish_acked();
+                (m.topic.to_string(), m.payload.to_vec())
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("rmax/a".to_string(), b"replaced".to_vec()),
+                ("rmax/b".to_string(), b"rmax/b".to_vec())
+            ],
+            "core {core}"
+        );
+        s.expect_nothing(Duration::from_millis(300));
+    }
+    // Clearing one makes room for a new topic.
+    p.publish_acked("rmax/b", b"", QoS::AtLeastOnce, true, 3);
+    p.publish_acked("rmax/c", b"now", QoS::AtLeastOnce, true, 4);
+    broker.settle();
+    let mut s = Client::connect(broker.addr, "rmax-late", V5);
+    s.subscribe_ok("rmax/c", QoS::AtLeastOnce);
+    assert_eq!(&s.expect_publish_acked().payload[..], b"now");
+}
+
+#[test]
+fn queued_bytes_limit_drops_and_the_broker_stays_up() {
+    let broker = Broker::with_config(
+        2,
+        "[limits]\nmax_packet_size_bytes = 1024\nmax_queued_bytes = 2048\n",
+    );
+    let id = id_on_core("qb", 1, 2);
+    let (mut sub, _) = Client::connect_persistent(broker.addr, &id, V5, 60);
+    sub.subscribe_ok("qb/t", QoS::AtLeastOnce);
+    sub.disconnect();
+    let mut p = Client::connect(broker.addr, &id_on_core("qb-p", 0, 2), V5);
+    broker.settle();
+    // Each costs its topic and payload plus a fixed overhead (64): three fit in 2048 bytes.
+    for i in 0..6u8 {
+        p.publish_acked("qb/t", &[i; 500], QoS::AtLeastOnce, false, u16::from(i) + 1);
+    }
+    let (mut sub, present) = Client::connect_persistent(broker.addr, &id, V5, 60);
+    assert!(present);
+    let mut got = Vec::new();
+    while let Some(Packet::Publish(m)) = sub.recv_within(Duration::from_millis(300)) {
+        sub.ack(&m);
+        got.push(m.payload[0]);
+    }
+    assert_eq!(got, vec![0, 1, 2]);
+    p.publish_acked("qb/t", b"after", QoS::AtLeastOnce, false, 9);
+    assert_eq!(&sub.expect_publish_acked().payload[..], b"after");
+}

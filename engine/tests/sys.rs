@@ -60,7 +60,7 @@ fn sys_topics_are_published_every_interval() {
             )
         })
         .collect();
-    for v in VERSIONS {
+    common::in_parallel_for_versions(|v| {
         let mut c = Client::connect(broker.addr, &format!("sys-{v:?}"), v);
         c.subscribe_ok("$SYS/broker/#", QoS::AtMostOnce);
         let values = collect_until(&mut c, Duration::from_secs(4), |vals| {
@@ -88,7 +88,7 @@ fn sys_topics_are_published_every_interval() {
             later.contains_key("$SYS/broker/uptime"),
             "uptime not republished"
         );
-    }
+    });
 }
 
 #[test]

@@ -85,7 +85,7 @@ fn v5_disconnect_with_will_message_publishes_the_will() {
 #[test]
 fn will_published_on_keep_alive_timeout() {
     let broker = Broker::cores(2);
-    for v in VERSIONS {
+    common::in_parallel_for_versions(|v| {
         let topic = format!("will/ka/{v:?}");
         let mut w = watcher(&broker, &format!("wk-w-{v:?}"), &topic, v);
         let mut c = with_will(&broker, &format!("wk-c-{v:?}"), &topic, v, |c| {
@@ -100,7 +100,7 @@ fn will_published_on_keep_alive_timeout() {
         );
         let p = w.expect_publish_acked();
         assert_eq!(&p.payload[..], b"gone");
-    }
+    });
 }
 
 #[test]
