@@ -4,7 +4,7 @@ use bytes::BufMut;
 
 use crate::properties::{self, Properties, PropertyContext};
 use crate::wire::Reader;
-use crate::{DecodeError, EncodeError, PacketType, ProtocolVersion, ReasonCode};
+use crate::{DecodeError, PacketType, ProtocolVersion, ReasonCode};
 
 /// The body of PUBACK, PUBREC, PUBREL and PUBCOMP.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,13 +47,6 @@ impl Ack {
         }
         r.finish()?;
         Ok(ack)
-    }
-
-    pub(crate) fn check(&self) -> Result<(), EncodeError> {
-        if self.packet_id == 0 {
-            return Err(EncodeError::ZeroPacketId);
-        }
-        properties::check_block(&self.properties)
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {

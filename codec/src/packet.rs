@@ -382,17 +382,18 @@ impl Packet {
     }
 
     fn check(&self, version: ProtocolVersion) -> Result<(), EncodeError> {
+        use crate::properties::check_identified;
         match self {
             Packet::Connect(p) => p.check(),
             Packet::ConnAck(p) => crate::properties::check_block(&p.properties),
             Packet::Publish(p) => p.check(),
             Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
-                p.check()
+                check_identified(p.packet_id, &p.properties)
             }
-            Packet::Subscribe(p) => p.check(),
-            Packet::SubAck(p) => p.check(),
-            Packet::Unsubscribe(p) => p.check(),
-            Packet::UnsubAck(p) => p.check(),
+            Packet::Subscribe(p) => check_identified(p.packet_id, &p.properties),
+            Packet::SubAck(p) => check_identified(p.packet_id, &p.properties),
+            Packet::Unsubscribe(p) => check_identified(p.packet_id, &p.properties),
+            Packet::UnsubAck(p) => check_identified(p.packet_id, &p.properties),
             Packet::PingReq | Packet::PingResp => Ok(()),
             Packet::Disconnect(p) => crate::properties::check_block(&p.properties),
             Packet::Auth(_) if !version.is_v5() => Err(EncodeError::NotInVersion(PacketType::Auth)),

@@ -531,6 +531,18 @@ pub(crate) fn block_len(p: &Option<Box<Properties>>) -> usize {
     varint_len(n as u32) + n
 }
 
+/// Checks a packet that carries a packet identifier (which must be non-zero) and a property
+/// block: the acks, SUBSCRIBE, SUBACK, UNSUBSCRIBE and UNSUBACK.
+pub(crate) fn check_identified(
+    packet_id: u16,
+    p: &Option<Box<Properties>>,
+) -> Result<(), EncodeError> {
+    if packet_id == 0 {
+        return Err(EncodeError::ZeroPacketId);
+    }
+    check_block(p)
+}
+
 /// Checks the values of a property block before encoding.
 pub(crate) fn check_block(p: &Option<Box<Properties>>) -> Result<(), EncodeError> {
     p.as_ref().map_or(Ok(()), |p| p.check())

@@ -4,7 +4,7 @@ use bytes::BufMut;
 
 use crate::properties::{self, Properties, PropertyContext};
 use crate::wire::Reader;
-use crate::{DecodeError, EncodeError, PacketType, ProtocolVersion, ReasonCode};
+use crate::{DecodeError, PacketType, ProtocolVersion, ReasonCode};
 
 /// SUBACK: one reason code per filter of the SUBSCRIBE, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,13 +63,6 @@ impl SubAck {
             properties,
             return_codes,
         })
-    }
-
-    pub(crate) fn check(&self) -> Result<(), EncodeError> {
-        if self.packet_id == 0 {
-            return Err(EncodeError::ZeroPacketId);
-        }
-        properties::check_block(&self.properties)
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {

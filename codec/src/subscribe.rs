@@ -4,7 +4,7 @@ use bytes::BufMut;
 
 use crate::properties::{self, Properties, PropertyContext};
 use crate::wire::{put_str, Reader};
-use crate::{topic, DecodeError, EncodeError, ProtocolVersion, QoS, Utf8Bytes};
+use crate::{topic, DecodeError, ProtocolVersion, QoS, Utf8Bytes};
 
 /// Retain Handling (3.8.3.1): when retained messages are sent for a new subscription.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -127,13 +127,6 @@ impl Subscribe {
             properties,
             filters,
         })
-    }
-
-    pub(crate) fn check(&self) -> Result<(), EncodeError> {
-        if self.packet_id == 0 {
-            return Err(EncodeError::ZeroPacketId);
-        }
-        properties::check_block(&self.properties)
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {

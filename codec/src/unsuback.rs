@@ -4,7 +4,7 @@ use bytes::BufMut;
 
 use crate::properties::{self, Properties, PropertyContext};
 use crate::wire::Reader;
-use crate::{DecodeError, EncodeError, PacketType, ProtocolVersion, ReasonCode};
+use crate::{DecodeError, PacketType, ProtocolVersion, ReasonCode};
 
 /// UNSUBACK. MQTT 3.x carries only the packet identifier.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,13 +44,6 @@ impl UnsubAck {
         }
         r.finish()?;
         Ok(ack)
-    }
-
-    pub(crate) fn check(&self) -> Result<(), EncodeError> {
-        if self.packet_id == 0 {
-            return Err(EncodeError::ZeroPacketId);
-        }
-        properties::check_block(&self.properties)
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {

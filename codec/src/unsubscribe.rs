@@ -4,7 +4,7 @@ use bytes::BufMut;
 
 use crate::properties::{self, Properties, PropertyContext};
 use crate::wire::{put_str, Reader};
-use crate::{topic, DecodeError, EncodeError, ProtocolVersion, Utf8Bytes};
+use crate::{topic, DecodeError, ProtocolVersion, Utf8Bytes};
 
 /// UNSUBSCRIBE.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,13 +39,6 @@ impl Unsubscribe {
             properties,
             filters,
         })
-    }
-
-    pub(crate) fn check(&self) -> Result<(), EncodeError> {
-        if self.packet_id == 0 {
-            return Err(EncodeError::ZeroPacketId);
-        }
-        properties::check_block(&self.properties)
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {

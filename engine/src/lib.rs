@@ -11,4 +11,6 @@ pub mod preflight;
 pub mod retained;
 pub mod runtime;
 pub mod session;
+#[cfg(test)]
+mod test_strategies;
 pub mod trie;
