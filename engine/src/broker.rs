@@ -523,6 +523,7 @@ impl Core {
         let max_packet = props
             .and_then(|p| p.maximum_packet_size)
             .unwrap_or(ringmq_codec::PACKET_SIZE_MAX);
+        s.set_peer_topic_alias_maximum(props.and_then(|p| p.topic_alias_maximum).unwrap_or(0));
         s.attach(c.protocol, receive_max, max_packet, now);
         let generation = slot.generation;
         self.wake(sid);

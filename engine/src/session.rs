@@ -133,6 +133,8 @@ pub struct Session {
     queued_bytes: usize,
     incoming_qos2: HashSet<u16>,
     aliases_in: HashMap<u16, Utf8Bytes>,
+    aliases_out: HashMap<Utf8Bytes, u16>,
+    peer_topic_alias_maximum: u16,
 }
 
 impl Session {
@@ -163,6 +165,8 @@ impl Session {
             queued_bytes: 0,
             incoming_qos2: HashSet::new(),
             aliases_in: HashMap::new(),
+            aliases_out: HashMap::new(),
+            peer_topic_alias_maximum: 0,
         }
     }
 
@@ -207,8 +211,15 @@ impl Session {
         self.peer_receive_maximum = receive_maximum.max(1);
         self.peer_max_packet_size = max_packet_size;
         self.aliases_in.clear();
+        self.aliases_out.clear();
         self.inflight_sent = 0;
         self.pump(now);
+    }
+
+    /// The Topic Alias Maximum the client announced in CONNECT (0: no aliases to it). Topic
+    /// aliases last one connection: set before [`Session::attach`].
+    pub fn set_peer_topic_alias_maximum(&mut self, maximum: u16) {
+        self.peer_topic_alias_maximum = maximum;
     }
 
     /// The client went away. In-flight and queued messages stay for a resumed session.
@@ -216,6 +227,7 @@ impl Session {
         self.connected = false;
         self.inflight_sent = 0;
         self.aliases_in.clear();
+        self.aliases_out.clear();
     }
 
     /// Encodes a packet for the client, unless it exceeds the client's Maximum Packet Size.
@@ -279,11 +291,17 @@ impl Session {
             && !self.writer_behind()
         {
             let f = &self.inflight[self.inflight_sent];
-            let packet = match f.state {
-                OutState::Released => Packet::PubRel(Ack::new(f.packet_id)),
-                _ => Packet::Publish(self.publish_packet(&f.delivery, f.packet_id, true, now)),
+            let written = match f.state {
+                OutState::Released => {
+                    let rel = Packet::PubRel(Ack::new(f.packet_id));
+                    self.write(&rel)
+                }
+                _ => {
+                    let publish = self.publish_packet(&f.delivery, f.packet_id, true, now);
+                    self.write_publish(publish)
+                }
             };
-            if self.write(&packet) {
+            if written {
                 self.inflight_sent += 1;
             } else {
                 // Over the Maximum Packet Size the client now announces: treated as delivered
@@ -313,6 +331,39 @@ impl Session {
                 return id;
             }
         }
+    }
+
+    /// Writes a PUBLISH, replacing its topic by a topic alias when the client accepts aliases
+    /// (MQTT 5 3.3.2.3.4): the first PUBLISH on a topic carries the topic and a new alias, later
+    /// ones the alias alone. A mapping is kept only once its PUBLISH was written, and there are
+    /// never more than the client's Topic Alias Maximum; topics beyond them go without alias.
+    fn write_publish(&mut self, mut publish: Publish) -> bool {
+        if !self.version.is_v5() || self.peer_topic_alias_maximum == 0 {
+            return self.write(&Packet::Publish(publish));
+        }
+        let (alias, new) = match self.aliases_out.get(&publish.topic) {
+            Some(&alias) => (Some(alias), false),
+            None if self.aliases_out.len() < usize::from(self.peer_topic_alias_maximum) => {
+                (Some(self.aliases_out.len() as u16 + 1), true)
+            }
+            None => (None, false),
+        };
+        let Some(alias) = alias else {
+            return self.write(&Packet::Publish(publish));
+        };
+        let topic = publish.topic.clone();
+        if !new {
+            publish.topic = Utf8Bytes::default();
+        }
+        publish
+            .properties
+            .get_or_insert_with(Default::default)
+            .topic_alias = Some(alias);
+        let written = self.write(&Packet::Publish(publish));
+        if written && new {
+            self.aliases_out.insert(topic, alias);
+        }
+        written
     }
 
     fn publish_packet(&self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> Publish {
@@ -347,8 +398,8 @@ impl Session {
         } else {
             self.alloc_packet_id()
         };
-        let packet = Packet::Publish(self.publish_packet(&d, packet_id, false, now));
-        if !self.write(&packet) {
+        let publish = self.publish_packet(&d, packet_id, false, now);
+        if !self.write_publish(publish) {
             // [MQTT-3.1.2-25]: not sent, and treated as if its delivery had completed.
             self.drops.too_large += 1;
             return;

@@ -360,3 +360,36 @@ fn unsuback_reason_codes() {
         c.expect_nothing(QUIET);
     }
 }
+
+#[test]
+fn topic_aliases_to_the_client_within_its_maximum() {
+    let broker = Broker::cores(2);
+    let (mut sub, _) = Client::connect_ok(broker.addr, &id_on_core("alias-sub", 1, 2), V5, |c| {
+        c.properties = Some(Box::new(Properties {
+            topic_alias_maximum: Some(1),
+            ..Default::default()
+        }));
+    });
+    sub.subscribe_ok("alias/#", QoS::AtMostOnce);
+    broker.settle();
+    let mut publ = Client::connect(broker.addr, &id_on_core("alias-pub", 0, 2), V5);
+    for topic in ["alias/a", "alias/a", "alias/b", "alias/a"] {
+        publ.publish(topic, b"x", QoS::AtMostOnce, false);
+    }
+    let got: Vec<(String, Option<u16>)> = (0..4)
+        .map(|_| {
+            let p = sub.expect_publish();
+            (
+                p.topic.to_string(),
+                p.properties.and_then(|p| p.topic_alias),
+            )
+        })
+        .collect();
+    let want = [
+        ("alias/a", Some(1)),
+        ("", Some(1)),
+        ("alias/b", None), // beyond the client's Topic Alias Maximum of 1
+        ("", Some(1)),
+    ];
+    assert_eq!(got, want.map(|(t, a)| (t.to_string(), a)).to_vec());
+}

@@ -311,3 +311,54 @@ fn expired_messages_are_dropped_and_expiry_counts_down() {
     assert!(sent(&mut s).is_empty());
     assert_eq!(s.drops.expired, 1);
 }
+
+#[test]
+fn outgoing_topic_aliases_within_the_client_maximum() {
+    let now = Instant::now();
+    let mut s = session(ProtocolVersion::V5);
+    s.set_peer_topic_alias_maximum(2);
+    s.attach(ProtocolVersion::V5, u16::MAX, u32::MAX, now);
+    let on = |topic: &'static str| Delivery {
+        msg: Arc::new(Message {
+            topic: Utf8Bytes::from_static(topic),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: None,
+            expires_at: None,
+            origin: Origin {
+                core: 0,
+                session: 9,
+            },
+        }),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        sub_ids: Vec::new(),
+    };
+    for topic in ["a", "a", "b", "c", "b"] {
+        s.deliver(on(topic), now);
+    }
+    let got: Vec<(String, Option<u16>)> = sent(&mut s)
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => (
+                p.topic.to_string(),
+                p.properties.and_then(|p| p.topic_alias),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let want = [
+        ("a", Some(1)),
+        ("", Some(1)),
+        ("b", Some(2)),
+        ("c", None),
+        ("", Some(2)),
+    ];
+    assert_eq!(got, want.map(|(t, a)| (t.to_string(), a)).to_vec());
+    // Aliases last one connection.
+    s.detach();
+    s.attach(ProtocolVersion::V5, u16::MAX, u32::MAX, now);
+    s.deliver(on("a"), now);
+    assert!(matches!(&sent(&mut s)[..], [Packet::Publish(p)] if p.topic == "a"));
+}
