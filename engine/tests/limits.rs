@@ -419,3 +419,45 @@ fn queued_bytes_limit_drops_and_the_broker_stays_up() {
     p.publish_acked("qb/t", b"after", QoS::AtLeastOnce, false, 9);
     assert_eq!(&sub.expect_publish_acked().payload[..], b"after");
 }
+
+#[test]
+fn cross_core_queue_capacity_of_one_loses_and_reorders_nothing() {
+    // One message between cores at a time: the publisher's core must pause its readers while
+    // the queue to the subscriber's core is full, and lose nothing.
+    let broker = Broker::with_config(
+        2,
+        "[runtime]\ncross_core_queue_capacity = 1\n[limits]\nmax_queued_messages = 10000\n",
+    );
+    let mut sub = Client::connect(broker.addr, &id_on_core("xc-sub", 1, 2), V5);
+    sub.subscribe_ok("xc/t", QoS::AtLeastOnce);
+    broker.settle();
+    let mut publ = Client::connect(broker.addr, &id_on_core("xc-pub", 0, 2), V5);
+    const N: u16 = 3000;
+    for i in 1..=N {
+        publ.send(&Packet::Publish(publish_packet(
+            "xc/t",
+            &i.to_be_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            i,
+        )));
+    }
+    let mut next = 1u16;
+    while next <= N {
+        let p = sub.expect_publish();
+        assert_eq!(
+            u16::from_be_bytes([p.payload[0], p.payload[1]]),
+            next,
+            "in order, none lost"
+        );
+        sub.ack(&p);
+        next += 1;
+    }
+    let mut acked = 0;
+    while acked < N {
+        match publ.recv() {
+            Some(Packet::PubAck(_)) => acked += 1,
+            other => panic!("expected PUBACK {acked}, got {other:?}"),
+        }
+    }
+}
