@@ -143,7 +143,7 @@ pub enum ScanProgress {
 }
 
 /// Counters of one core, summed for `$SYS`.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CoreStats {
     /// PUBLISH packets received from clients.
     pub messages_received: u64,
@@ -159,6 +159,21 @@ pub struct CoreStats {
     pub bytes_received: u64,
     /// Bytes written to client sockets.
     pub bytes_sent: u64,
+}
+
+/// What one core tells core 0 for `$SYS`, once per tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsReport {
+    /// The counters.
+    pub stats: CoreStats,
+    /// Live connections.
+    pub clients_connected: u64,
+    /// Sessions, connected or not.
+    pub sessions: u64,
+    /// Local subscriptions.
+    pub subscriptions: u64,
+    /// Retained messages in the core's replica.
+    pub retained: u64,
 }
 
 /// How the connection continues after a packet.
@@ -226,6 +241,8 @@ pub struct Core {
     pub stats: CoreStats,
     live: usize,
     scans: VecDeque<RetainedScan>,
+    /// The latest report of every core (kept on core 0).
+    reports: Vec<StatsReport>,
     /// Woken when retained deliveries are pending.
     pub scan_notify: Rc<Notify>,
 }
@@ -262,6 +279,7 @@ impl Core {
             stats: CoreStats::default(),
             live: 0,
             scans: VecDeque::new(),
+            reports: vec![StatsReport::default(); cores],
             scan_notify: Rc::new(Notify::default()),
         }
     }
@@ -1275,6 +1293,11 @@ impl Core {
                 sub_id,
             } => self.deliver_member(session, msg, options, sub_id, now),
             MeshMsg::Retain(msg) => self.store_retained(&msg),
+            MeshMsg::Stats { core, report } => {
+                if let Some(slot) = self.reports.get_mut(usize::from(core)) {
+                    *slot = report;
+                }
+            }
             MeshMsg::Handoff(h) => return Some(h),
         }
         None
@@ -1363,6 +1386,82 @@ impl Core {
                 link.notify.notify();
             }
             slot.session.detach();
+        }
+    }
+
+    /// This core's counters.
+    pub fn stats_report(&self) -> StatsReport {
+        StatsReport {
+            stats: self.stats,
+            clients_connected: self.live as u64,
+            sessions: self.slots.len() as u64,
+            subscriptions: self.subs.len() as u64,
+            retained: self.retained.len() as u64,
+        }
+    }
+
+    /// Sends this core's counters to core `to` (kept locally if it is this core).
+    pub fn report_stats(&mut self, to: CoreId) {
+        let report = self.stats_report();
+        if to == self.id {
+            self.reports[usize::from(to)] = report;
+        } else {
+            self.send_mesh(
+                to,
+                MeshMsg::Stats {
+                    core: self.id,
+                    report,
+                },
+            );
+        }
+    }
+
+    /// The `$SYS/broker/...` topics and their values, from the latest report of every core.
+    pub fn sys_values(&self, uptime: Duration) -> Vec<(&'static str, String)> {
+        let mut reports = self.reports.clone();
+        reports[usize::from(self.id)] = self.stats_report();
+        let sum = |f: fn(&StatsReport) -> u64| reports.iter().map(f).sum::<u64>().to_string();
+        vec![
+            (
+                "$SYS/broker/version",
+                format!("ringmq {}", env!("CARGO_PKG_VERSION")),
+            ),
+            (
+                "$SYS/broker/uptime",
+                format!("{} seconds", uptime.as_secs()),
+            ),
+            (
+                "$SYS/broker/clients/connected",
+                sum(|r| r.clients_connected),
+            ),
+            ("$SYS/broker/clients/total", sum(|r| r.sessions)),
+            (
+                "$SYS/broker/messages/received",
+                sum(|r| r.stats.messages_received),
+            ),
+            ("$SYS/broker/messages/sent", sum(|r| r.stats.messages_sent)),
+            (
+                "$SYS/broker/messages/dropped",
+                sum(|r| r.stats.messages_dropped),
+            ),
+            (
+                "$SYS/broker/bytes/received",
+                sum(|r| r.stats.bytes_received),
+            ),
+            ("$SYS/broker/bytes/sent", sum(|r| r.stats.bytes_sent)),
+            ("$SYS/broker/subscriptions/count", sum(|r| r.subscriptions)),
+            // Every core holds the same retained replica: this core's count is the broker's.
+            (
+                "$SYS/broker/retained messages/count",
+                self.retained.len().to_string(),
+            ),
+        ]
+    }
+
+    /// Publishes the `$SYS/broker/...` topics (retained).
+    pub fn publish_sys_topics(&mut self, uptime: Duration, now: Instant) {
+        for (topic, value) in self.sys_values(uptime) {
+            self.publish_sys(topic, value, now);
         }
     }
 

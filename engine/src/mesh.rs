@@ -65,6 +65,13 @@ pub enum MeshMsg {
     },
     /// A retained message was set (non-empty payload) or cleared (empty payload).
     Retain(SharedMessage),
+    /// A core's counters, for the `$SYS` topics core 0 publishes.
+    Stats {
+        /// The reporting core.
+        core: CoreId,
+        /// Its counters.
+        report: crate::broker::StatsReport,
+    },
     /// A connection whose CONNECT arrived on another core moves to its session's home core.
     Handoff(Box<Handoff>),
 }

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,30 +63,6 @@ pub struct RuntimeSettings {
     pub cross_core_queue_capacity: usize,
     /// `$SYS` interval (zero: off).
     pub sys_interval: Duration,
-}
-
-/// Per-core counters, written by their core only and read by core 0 for `$SYS`: lock-free
-/// aggregation, no hot-path sharing (each core stores its totals once per tick).
-#[derive(Default)]
-pub struct CoreCounters {
-    /// Connected clients.
-    pub clients_connected: AtomicU64,
-    /// Sessions (connected or not).
-    pub sessions: AtomicU64,
-    /// Messages received.
-    pub messages_received: AtomicU64,
-    /// Messages sent.
-    pub messages_sent: AtomicU64,
-    /// Messages dropped.
-    pub messages_dropped: AtomicU64,
-    /// Local subscriptions.
-    pub subscriptions: AtomicU64,
-    /// Bytes read from clients.
-    pub bytes_received: AtomicU64,
-    /// Bytes written to clients.
-    pub bytes_sent: AtomicU64,
-    /// Retained messages (the replica of core 0 is the broker's count).
-    pub retained: AtomicU64,
 }
 
 fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<socket2::Socket> {
@@ -151,8 +127,6 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
         tracing::info!("listening on {addr}");
         println!("ringmq listening on {addr}");
     }
-    let counters: Arc<Vec<CoreCounters>> =
-        Arc::new((0..cores).map(|_| CoreCounters::default()).collect());
     // mesh[from][to]
     let mut senders: Vec<Vec<Option<Sender<MeshMsg>>>> = (0..cores)
         .map(|_| (0..cores).map(|_| None).collect())
@@ -179,12 +153,11 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
         .enumerate()
     {
         let settings = settings.clone();
-        let counters = counters.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(core % online))
             .name(&format!("ringmq-core-{core}"))
             .io_memory(settings.io_memory_bytes);
         let handle = builder
-            .spawn(move || core_main(core as CoreId, settings, tx, rx, fds, counters))
+            .spawn(move || core_main(core as CoreId, settings, tx, rx, fds))
             .map_err(|e| RunError::Executor {
                 core,
                 message: e.to_string(),
@@ -209,7 +182,6 @@ async fn core_main(
     senders: Vec<Option<Sender<MeshMsg>>>,
     receivers: Vec<Option<Receiver<MeshMsg>>>,
     listeners: Vec<OwnedFd>,
-    counters: Arc<Vec<CoreCounters>>,
 ) {
     let core = Rc::new(RefCell::new(Core::new(id, settings.core.clone())));
     let ctx = Rc::new(ConnCtx {
@@ -238,7 +210,7 @@ async fn core_main(
         )));
     }
     glommio::spawn_local(retained_pump(core.clone())).detach();
-    ticker(&core, id, &settings, &counters).await;
+    ticker(&core, id, &settings).await;
     for t in accept_tasks {
         t.cancel().await;
     }
@@ -335,12 +307,7 @@ async fn retained_pump(core: Rc<RefCell<Core>>) {
 
 const TICK: Duration = Duration::from_millis(100);
 
-async fn ticker(
-    core: &Rc<RefCell<Core>>,
-    id: CoreId,
-    settings: &RuntimeSettings,
-    counters: &[CoreCounters],
-) {
+async fn ticker(core: &Rc<RefCell<Core>>, id: CoreId, settings: &RuntimeSettings) {
     let started = Instant::now();
     let mut next_sys = started + settings.sys_interval;
     while !SHUTDOWN.load(Ordering::Relaxed) {
@@ -348,83 +315,12 @@ async fn ticker(
         let now = Instant::now();
         let mut c = core.borrow_mut();
         c.fire_timers(now);
-        let mine = &counters[usize::from(id)];
-        mine.clients_connected
-            .store(c.connected_count() as u64, Ordering::Relaxed);
-        mine.sessions
-            .store(c.session_count() as u64, Ordering::Relaxed);
-        mine.messages_received
-            .store(c.stats.messages_received, Ordering::Relaxed);
-        mine.messages_sent
-            .store(c.stats.messages_sent, Ordering::Relaxed);
-        mine.messages_dropped
-            .store(c.stats.messages_dropped, Ordering::Relaxed);
-        mine.subscriptions
-            .store(c.subscription_count() as u64, Ordering::Relaxed);
-        mine.bytes_received
-            .store(c.stats.bytes_received, Ordering::Relaxed);
-        mine.bytes_sent.store(c.stats.bytes_sent, Ordering::Relaxed);
-        mine.retained
-            .store(c.retained_count() as u64, Ordering::Relaxed);
+        // Counters travel to core 0 over the mesh like everything else: no shared state.
+        c.report_stats(0);
         if id == 0 && !settings.sys_interval.is_zero() && now >= next_sys {
             next_sys = now + settings.sys_interval;
-            publish_sys(&mut c, counters, now - started, now);
+            c.publish_sys_topics(now - started, now);
         }
-    }
-}
-
-fn publish_sys(core: &mut Core, counters: &[CoreCounters], uptime: Duration, now: Instant) {
-    let sum = |f: fn(&CoreCounters) -> &AtomicU64| {
-        counters
-            .iter()
-            .map(|c| f(c).load(Ordering::Relaxed))
-            .sum::<u64>()
-    };
-    let values = [
-        (
-            "$SYS/broker/version",
-            format!("ringmq {}", env!("CARGO_PKG_VERSION")),
-        ),
-        (
-            "$SYS/broker/uptime",
-            format!("{} seconds", uptime.as_secs()),
-        ),
-        (
-            "$SYS/broker/clients/connected",
-            sum(|c| &c.clients_connected).to_string(),
-        ),
-        (
-            "$SYS/broker/clients/total",
-            sum(|c| &c.sessions).to_string(),
-        ),
-        (
-            "$SYS/broker/messages/received",
-            sum(|c| &c.messages_received).to_string(),
-        ),
-        (
-            "$SYS/broker/messages/sent",
-            sum(|c| &c.messages_sent).to_string(),
-        ),
-        (
-            "$SYS/broker/messages/dropped",
-            sum(|c| &c.messages_dropped).to_string(),
-        ),
-        (
-            "$SYS/broker/bytes/received",
-            sum(|c| &c.bytes_received).to_string(),
-        ),
-        ("$SYS/broker/bytes/sent", sum(|c| &c.bytes_sent).to_string()),
-        (
-            "$SYS/broker/subscriptions/count",
-            sum(|c| &c.subscriptions).to_string(),
-        ),
-        (
-            "$SYS/broker/retained messages/count",
-            counters[0].retained.load(Ordering::Relaxed).to_string(),
-        ),
-    ];
-    for (topic, value) in values {
-        core.publish_sys(topic, value, now);
     }
 }
 

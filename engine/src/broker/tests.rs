@@ -642,3 +642,38 @@ fn retained_delivery_is_sliced_and_waits_for_the_session() {
         ScanProgress::Done
     );
 }
+
+#[test]
+fn sys_counters_travel_to_core_0_and_are_summed() {
+    let mut cores = vec![Core::new(0, settings(2)), Core::new(1, settings(2))];
+    let _a = connect(
+        &mut cores[0],
+        connect_packet("a", ProtocolVersion::V5, true),
+    );
+    let b = connect(
+        &mut cores[1],
+        connect_packet("b", ProtocolVersion::V5, true),
+    );
+    let _c = connect(
+        &mut cores[1],
+        connect_packet("c", ProtocolVersion::V5, true),
+    );
+    publish(&mut cores[1], &b, "t", b"x", QoS::AtMostOnce, false);
+    let value = |core: &Core, topic: &str| {
+        core.sys_values(Duration::from_secs(5))
+            .into_iter()
+            .find(|(t, _)| *t == topic)
+            .map(|(_, v)| v)
+            .unwrap()
+    };
+    assert_eq!(
+        value(&cores[0], "$SYS/broker/clients/connected"),
+        "1",
+        "before any report"
+    );
+    cores[1].report_stats(0);
+    settle(&mut cores);
+    assert_eq!(value(&cores[0], "$SYS/broker/clients/connected"), "3");
+    assert_eq!(value(&cores[0], "$SYS/broker/messages/received"), "1");
+    assert_eq!(value(&cores[0], "$SYS/broker/uptime"), "5 seconds");
+}
