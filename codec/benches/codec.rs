@@ -42,11 +42,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use ringmq_codec::{
-    decode, Connect, DecodeOptions, Packet, Properties, ProtocolVersion, Publish, QoS,
-    RetainHandling, Subscribe, SubscribeFilter, SubscriptionOptions, Utf8Bytes, Will,
+    decode, Connect, DecodeOptions, Packet, Properties, ProtocolVersion, QoS, RetainHandling,
+    Subscribe, SubscribeFilter, SubscriptionOptions, Utf8Bytes, Will,
 };
 
-const TOPIC: &str = "sensors/building-7/floor-3/temperature";
+mod packets;
+
 const PAYLOAD_SIZES: [usize; 4] = [16, 64, 256, 64 * 1024];
 /// Largest batch of packets decoded per timed region.
 const BATCH_MAX: usize = 1024;
@@ -80,41 +81,12 @@ impl Variant {
     }
 }
 
-fn payload(size: usize) -> Bytes {
-    (0..size)
-        .map(|i| (i % 251) as u8)
-        .collect::<Vec<u8>>()
-        .into()
-}
-
 fn publish(variant: Variant, size: usize) -> Packet {
-    let (qos, packet_id, properties) = match variant {
-        Variant::V311Qos0 => (QoS::AtMostOnce, 0, None),
-        Variant::V311Qos1 => (QoS::AtLeastOnce, 4242, None),
-        Variant::V5Props => (
-            QoS::AtLeastOnce,
-            4242,
-            Some(Box::new(Properties {
-                message_expiry_interval: Some(3600),
-                topic_alias: Some(7),
-                user_properties: vec![(
-                    Utf8Bytes::from_static("unit"),
-                    Utf8Bytes::from_static("celsius"),
-                )],
-                correlation_data: Some(Bytes::from_static(b"req-000000001234")),
-                ..Properties::default()
-            })),
-        ),
-    };
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: Utf8Bytes::from_static(TOPIC),
-        packet_id,
-        properties,
-        payload: payload(size),
-    })
+    match variant {
+        Variant::V311Qos0 => packets::publish(false, QoS::AtMostOnce, size),
+        Variant::V311Qos1 => packets::publish(false, QoS::AtLeastOnce, size),
+        Variant::V5Props => packets::publish(true, QoS::AtLeastOnce, size),
+    }
 }
 
 fn connect_v5() -> Packet {

@@ -15,36 +15,15 @@
 
 use std::hint::black_box;
 
-use bytes::{Bytes, BytesMut};
-use ringmq_codec::{
-    decode, DecodeOptions, Packet, Properties, ProtocolVersion, Publish, QoS, Utf8Bytes,
-};
+use bytes::BytesMut;
+use ringmq_codec::{decode, DecodeOptions, Packet, ProtocolVersion, QoS};
+
+#[path = "../benches/packets.rs"]
+mod packets;
+
+use packets::publish;
 
 const BATCH: usize = 1000;
-
-fn publish(v5: bool, qos: QoS, size: usize) -> Packet {
-    let properties = v5.then(|| {
-        Box::new(Properties {
-            message_expiry_interval: Some(3600),
-            topic_alias: Some(7),
-            user_properties: vec![(
-                Utf8Bytes::from_static("unit"),
-                Utf8Bytes::from_static("celsius"),
-            )],
-            correlation_data: Some(Bytes::from_static(b"req-000000001234")),
-            ..Properties::default()
-        })
-    });
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: Utf8Bytes::from_static("sensors/building-7/floor-3/temperature"),
-        packet_id: if qos == QoS::AtMostOnce { 0 } else { 4242 },
-        properties,
-        payload: vec![0x5A; size].into(),
-    })
-}
 
 #[inline(never)]
 fn decode_one(buf: &mut BytesMut, options: &DecodeOptions) -> Packet {
