@@ -233,7 +233,11 @@ impl Session {
     /// Encodes a packet for the client, unless it exceeds the client's Maximum Packet Size.
     /// Returns whether it was written.
     pub fn write(&mut self, packet: &Packet) -> bool {
-        if packet.encoded_len(self.version) > self.peer_max_packet_size as usize {
+        // Sizing the packet is only needed when the client set a limit below the protocol's:
+        // most do not, and the check would size every PUBLISH twice.
+        if self.peer_max_packet_size < ringmq_codec::PACKET_SIZE_MAX
+            && packet.encoded_len(self.version) > self.peer_max_packet_size as usize
+        {
             return false;
         }
         // Encoding a packet the session built cannot fail: values come from decoded packets
