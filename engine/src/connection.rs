@@ -38,6 +38,10 @@ pub struct ConnCtx {
 
 type Stream = Rc<RefCell<TcpStream>>;
 
+/// How long a task waiting on a condition without a wake-up of its own (a backlogged mesh queue,
+/// a session with no room for retained messages) pauses before looking again.
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(1);
+
 async fn read_some(stream: &Stream, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
     let start = buf.len();
     buf.resize(start + chunk, 0);
@@ -316,7 +320,7 @@ async fn reader(
         }
         while ctx.core.borrow().mesh_backlogged() {
             // Back-pressure: another core is behind; stop reading until it catches up.
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            glommio::timer::sleep(RETRY_PAUSE).await;
         }
         let read = read_some(stream, &mut buf, ctx.read_buffer_bytes);
         let n = match idle_limit {

@@ -216,7 +216,7 @@ async fn core_main(
     }
     core.borrow_mut().shutdown();
     // Let writers send their DISCONNECT (0x8B) and close.
-    glommio::timer::sleep(Duration::from_millis(200)).await;
+    glommio::timer::sleep(SHUTDOWN_GRACE).await;
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<ConnCtx>, backoff: Duration) {
@@ -299,13 +299,19 @@ async fn retained_pump(core: Rc<RefCell<Core>>) {
             match progress {
                 ScanProgress::Done => break,
                 ScanProgress::Advanced => futures_lite::future::yield_now().await,
-                ScanProgress::Stalled => glommio::timer::sleep(Duration::from_millis(1)).await,
+                ScanProgress::Stalled => {
+                    glommio::timer::sleep(crate::connection::RETRY_PAUSE).await
+                }
             }
         }
     }
 }
 
+/// Period of the per-core housekeeping: timers (will delay, session expiry), counters to core 0.
 const TICK: Duration = Duration::from_millis(100);
+
+/// Time given to connection writers to send their DISCONNECT 0x8B before an executor exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 
 async fn ticker(core: &Rc<RefCell<Core>>, id: CoreId, settings: &RuntimeSettings) {
     let started = Instant::now();
