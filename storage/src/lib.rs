@@ -1,6 +1,8 @@
 //! The per-core append-only log of ringmq (public API; the implementation follows).
 #![warn(missing_docs)]
 
+pub mod model;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
