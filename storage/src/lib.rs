@@ -1,11 +1,34 @@
-//! The per-core append-only log of ringmq (public API; the implementation follows).
+//! The per-core append-only log of ringmq: segment files of CRC32C-framed records, group commit
+//! under an fsync policy, recovery that cuts a torn tail, a disk quota and oldest-segment
+//! compaction. It knows nothing about MQTT: a record is a kind byte and a body.
+//!
+//! - [`Log`]: the synchronous state the engine appends to (no I/O).
+//! - [`Flusher`]: performs the [`Batch`]es the log hands out, on a [`FileSystem`]
+//!   ([`GlommioFs`] in the broker, [`StdFs`] and [`MemFs`] in tests).
+//! - [`recover`]: reads a core's directory at start-up and returns the log.
+//!
+//! See the crate's README for the format, the durability policies and the compaction model.
 #![warn(missing_docs)]
 
 pub mod model;
 
 use std::io;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+
+mod aligned;
+mod flusher;
+pub mod format;
+mod fs;
+mod log;
+mod memfs;
+mod recovery;
+
+pub use crate::flusher::Flusher;
+pub use crate::format::record_size;
+pub use crate::fs::{FileSystem, GlommioFs, StdFs};
+pub use crate::log::{Batch, BatchResult, Log, LogStats, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
+pub use crate::memfs::{CrashMode, MemFile, MemFs};
+pub use crate::recovery::{recover, recover_on, RecoveryReport};
 
 /// Log sequence number: a global byte position, monotonically increasing across segments.
 /// `0` means "nothing".
@@ -128,273 +151,5 @@ impl SegmentInfo {
     /// Whether `lsn` lies in this segment.
     pub fn contains(&self, lsn: Lsn) -> bool {
         lsn >= self.base_lsn && lsn < self.end_lsn
-    }
-}
-
-/// What recovery found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Valid segments read.
-    pub segments: usize,
-    /// Records visited.
-    pub records: u64,
-    /// Bytes of the records visited (framed).
-    pub bytes: u64,
-    /// Bytes cut from the torn tail of the last segment.
-    pub truncated_bytes: u64,
-    /// Bad records inside earlier segments.
-    pub corrupt_records: u64,
-    /// Segment files with a bad header (skipped).
-    pub bad_segments: usize,
-    /// Other files in the directory (ignored).
-    pub ignored_files: usize,
-}
-
-/// Counters of a log.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct LogStats {
-    /// End of the last appended record.
-    pub appended_lsn: Lsn,
-    /// End of what was written to the OS.
-    pub written_lsn: Lsn,
-    /// End of what is durable under the policy.
-    pub durable_lsn: Lsn,
-    /// Bytes held in memory.
-    pub pending_bytes: u64,
-    /// Bytes of segments and pending data.
-    pub disk_bytes: u64,
-    /// Segments.
-    pub segments: usize,
-}
-
-/// A unit of work for the [`Flusher`].
-#[derive(Debug)]
-pub struct Batch {
-    sync: bool,
-}
-
-impl Batch {
-    /// Whether this batch ends with an fdatasync.
-    pub fn sync(&self) -> bool {
-        self.sync
-    }
-}
-
-/// What the flusher did with a batch.
-#[derive(Debug)]
-pub struct BatchResult {
-    ok: bool,
-}
-
-impl BatchResult {
-    /// Whether everything in the batch succeeded.
-    pub fn is_ok(&self) -> bool {
-        self.ok
-    }
-}
-
-/// The per-core log: pure state, no I/O.
-#[derive(Debug)]
-pub struct Log {
-    cfg: LogConfig,
-    appended: Lsn,
-    durable: Lsn,
-}
-
-/// Recovers the log of `cfg.dir` with [`StdFs`].
-pub fn recover(
-    cfg: &LogConfig,
-    visit: impl FnMut(Lsn, u8, &[u8]),
-) -> Result<(Log, RecoveryReport), StorageError> {
-    recover_on(&StdFs, cfg, visit)
-}
-
-/// Recovers the log of `cfg.dir` on the given file system (which must complete its futures
-/// without an executor: [`StdFs`], [`MemFs`]).
-pub fn recover_on<F: FileSystem>(
-    _fs: &F,
-    cfg: &LogConfig,
-    _visit: impl FnMut(Lsn, u8, &[u8]),
-) -> Result<(Log, RecoveryReport), StorageError> {
-    Ok((
-        Log {
-            cfg: cfg.clone(),
-            appended: 0,
-            durable: 0,
-        },
-        RecoveryReport::default(),
-    ))
-}
-
-impl Log {
-    /// Appends a record; returns its LSN.
-    pub fn append(&mut self, kind: u8, body: &[u8], class: Class) -> Result<Lsn, AppendError> {
-        let _ = (kind, class, &self.cfg);
-        let lsn = self.appended;
-        self.appended += record_size(body.len());
-        Ok(lsn)
-    }
-    /// End of the last appended record.
-    pub fn appended_lsn(&self) -> Lsn {
-        self.appended
-    }
-    /// Everything below is durable under the policy.
-    pub fn durable_lsn(&self) -> Lsn {
-        self.durable
-    }
-    /// What the flusher must do next, if anything.
-    pub fn take_batch(&mut self, now: Instant) -> Option<Batch> {
-        let _ = now;
-        None
-    }
-    /// The flusher's report on the last batch.
-    pub fn complete(&mut self, result: BatchResult) {
-        let _ = result;
-    }
-    /// When `take_batch` should be called again without a new append.
-    pub fn next_flush_deadline(&self) -> Option<Instant> {
-        None
-    }
-    /// The record at `lsn` with a body of `body_len` bytes is dead.
-    pub fn release(&mut self, lsn: Lsn, body_len: usize) {
-        let _ = (lsn, body_len);
-    }
-    /// The oldest sealed segment when it is worth evacuating.
-    pub fn compaction_candidate(&self) -> Option<SegmentInfo> {
-        None
-    }
-    /// Every live record of `segment` was re-appended: delete it once the copies are durable.
-    /// Returns false if the segment is unknown or still the active one.
-    pub fn retire(&mut self, segment: SegmentId) -> bool {
-        let _ = segment;
-        false
-    }
-    /// Bytes of the segments plus pending data.
-    pub fn disk_bytes(&self) -> u64 {
-        0
-    }
-    /// Counters.
-    pub fn stats(&self) -> LogStats {
-        LogStats::default()
-    }
-}
-
-/// Bytes a record with a body of `body_len` bytes takes in the log (header, body, padding).
-pub fn record_size(body_len: usize) -> u64 {
-    16 + (body_len as u64).div_ceil(16) * 16
-}
-
-/// File operations the flusher and recovery need.
-#[allow(async_fn_in_trait)]
-pub trait FileSystem {
-    /// An open file.
-    type File;
-    /// Creates (or truncates) a file for writing.
-    async fn create(&self, path: &Path) -> io::Result<Self::File>;
-    /// Opens an existing file for reading and writing.
-    async fn open(&self, path: &Path) -> io::Result<Self::File>;
-    /// Writes at a position; may write less than asked.
-    async fn write_at(&self, file: &Self::File, pos: u64, data: &[u8]) -> io::Result<usize>;
-    /// Reads at a position; may read less than asked.
-    async fn read_at(&self, file: &Self::File, pos: u64, buf: &mut [u8]) -> io::Result<usize>;
-    /// Length of the file.
-    async fn len(&self, file: &Self::File) -> io::Result<u64>;
-    /// fdatasync.
-    async fn sync_data(&self, file: &Self::File) -> io::Result<()>;
-    /// Truncates to `len` bytes.
-    async fn truncate(&self, file: &Self::File, len: u64) -> io::Result<()>;
-    /// Closes a file.
-    async fn close(&self, file: Self::File) -> io::Result<()>;
-    /// Removes a file.
-    async fn remove(&self, path: &Path) -> io::Result<()>;
-    /// Creates a directory and its parents.
-    async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
-    /// fsyncs a directory.
-    async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// Names of the entries of a directory.
-    async fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
-}
-
-/// The flusher: owns the open segment files.
-pub struct Flusher<F: FileSystem> {
-    fs: F,
-    dir: PathBuf,
-}
-
-impl<F: FileSystem> Flusher<F> {
-    /// A flusher for the log of `cfg`.
-    pub fn new(fs: F, cfg: &LogConfig) -> Self {
-        Flusher {
-            fs,
-            dir: cfg.dir.clone(),
-        }
-    }
-    /// Performs a batch.
-    pub async fn run_batch(&mut self, batch: Batch) -> BatchResult {
-        let _ = (&self.fs, &self.dir, batch);
-        BatchResult { ok: true }
-    }
-}
-
-/// std::fs, blocking.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StdFs;
-/// glommio buffered files; only inside a glommio executor.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GlommioFs;
-/// In-memory file system with fault injection.
-#[derive(Clone, Debug, Default)]
-pub struct MemFs;
-
-#[allow(dead_code)]
-const _RETRY: Duration = Duration::from_millis(10);
-
-impl FileSystem for StdFs {
-    type File = std::fs::File;
-    async fn create(&self, path: &Path) -> io::Result<Self::File> {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-    }
-    async fn open(&self, path: &Path) -> io::Result<Self::File> {
-        std::fs::OpenOptions::new().read(true).write(true).open(path)
-    }
-    async fn write_at(&self, file: &Self::File, pos: u64, data: &[u8]) -> io::Result<usize> {
-        std::os::unix::fs::FileExt::write_at(file, data, pos)
-    }
-    async fn read_at(&self, file: &Self::File, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
-        std::os::unix::fs::FileExt::read_at(file, buf, pos)
-    }
-    async fn len(&self, file: &Self::File) -> io::Result<u64> {
-        Ok(file.metadata()?.len())
-    }
-    async fn sync_data(&self, file: &Self::File) -> io::Result<()> {
-        file.sync_data()
-    }
-    async fn truncate(&self, file: &Self::File, len: u64) -> io::Result<()> {
-        file.set_len(len)
-    }
-    async fn close(&self, file: Self::File) -> io::Result<()> {
-        drop(file);
-        Ok(())
-    }
-    async fn remove(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
-    }
-    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
-    }
-    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        std::fs::File::open(dir)?.sync_all()
-    }
-    async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            names.push(entry?.file_name().to_string_lossy().into_owned());
-        }
-        Ok(names)
     }
 }
