@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target of fuzz/Cargo.toml for SECONDS seconds each, on the stable toolchain
+# Runs every fuzz target of fuzz/Cargo.toml (`cargo fuzz list`: decode, roundtrip, topic_match,
+# log_recovery) for SECONDS seconds each, on the stable toolchain
 # (`-s none`: libFuzzer without a sanitizer), from the committed seed corpus. Works from a fresh
 # clone: it builds the targets first. Exits non-zero if a target does not build or finds a
 # crash; the input that crashed is left in fuzz/artifacts/<target>/.
