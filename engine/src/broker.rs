@@ -21,9 +21,14 @@ use ringmq_codec::{
 use crate::mesh::{home_core, Handoff, MeshMsg};
 use crate::message::{CoreId, Message, Origin, SessionId, SharedMessage};
 use crate::notify::Notify;
+use crate::persist::{self, Store};
 use crate::retained::RetainedStore;
-use crate::session::{Delivery, ProtocolViolation, Session, SessionLimits, Subscription};
+use crate::session::{
+    Delivery, ProtocolViolation, Session, SessionLimits, StoreEvent, Subscription,
+};
 use crate::trie::SubscriptionTrie;
+use ringmq_storage::model;
+use ringmq_storage::Lsn;
 
 /// A shared-group membership change: the share, the member's core and session, and its options
 /// and subscription identifier to join (`None` to leave).
@@ -106,6 +111,20 @@ struct Slot {
     link: Option<Rc<ConnLink>>,
     /// Incremented at every connect: stale cleanups and timers compare it.
     generation: u64,
+    /// Key of the session in this core's log (0: not persistent).
+    key: u64,
+}
+
+/// A PUBACK/PUBREC held until the message it answers is durable: on this core's log up to
+/// `local`, and on each other core it was sent to up to the mesh sequence number given.
+struct HeldAck {
+    session: SessionId,
+    generation: u64,
+    packet: PacketType,
+    packet_id: u16,
+    reason: ReasonCode,
+    local: Lsn,
+    remote: Vec<(CoreId, u64)>,
 }
 
 struct SharedGroup {
@@ -245,6 +264,57 @@ pub struct Core {
     reports: Vec<StatsReport>,
     /// Woken when retained deliveries are pending.
     pub scan_notify: Rc<Notify>,
+    /// The log, when durable sessions are on.
+    store: Option<Store>,
+    /// Acknowledgements waiting for durability, in the order they must be sent.
+    held: VecDeque<HeldAck>,
+    /// Publications sent to each core that it must confirm durable.
+    seq_out: Vec<u64>,
+    /// The highest of those each core has confirmed.
+    confirmed: Vec<u64>,
+    /// Publications received from each core that it waits to see confirmed.
+    seq_in: Vec<u64>,
+    /// Confirmation owed to each core: its sequence number, once the log is durable to the LSN.
+    reply_due: Vec<Option<(u64, Lsn)>>,
+    /// Set while routing when the log refused to store a message for a persistent session.
+    refused_in_route: bool,
+    /// [`Core::shutdown`] was called.
+    stopped: bool,
+    /// Subscriptions of persistent sessions on this core.
+    persistent_subs: usize,
+    /// Which other cores have subscriptions of persistent sessions (only their copies need a
+    /// durability confirmation).
+    persistent_cores: Vec<bool>,
+}
+
+fn protocol_of(level: u8) -> Option<ringmq_codec::ProtocolVersion> {
+    use ringmq_codec::ProtocolVersion as V;
+    match level {
+        3 => Some(V::V3_1),
+        4 => Some(V::V3_1_1),
+        5 => Some(V::V5),
+        _ => None,
+    }
+}
+
+/// The log record of a session's current state (`disconnected_at`: Unix ms, 0 = connected).
+fn session_record(slot: &Slot, disconnected_at_unix_ms: u64) -> model::SessionRec {
+    let s = &slot.session;
+    model::SessionRec {
+        key: slot.key,
+        client_id: s.client_id.as_bytes().to_vec(),
+        protocol: s.version.level(),
+        expiry_secs: s.expiry_secs,
+        disconnected_at_unix_ms,
+        will: s.will.as_ref().map(|w| model::WillRec {
+            delay_secs: w
+                .properties
+                .as_ref()
+                .and_then(|p| p.will_delay_interval)
+                .unwrap_or(0),
+            publish: persist::encode_will(w),
+        }),
+    }
 }
 
 fn limits_ok(s: &CoreSettings, t: &str) -> bool {
@@ -281,7 +351,60 @@ impl Core {
             scans: VecDeque::new(),
             reports: vec![StatsReport::default(); cores],
             scan_notify: Rc::new(Notify::default()),
+            store: None,
+            held: VecDeque::new(),
+            seq_out: vec![0; cores],
+            confirmed: vec![0; cores],
+            seq_in: vec![0; cores],
+            reply_due: vec![None; cores],
+            refused_in_route: false,
+            stopped: false,
+            persistent_subs: 0,
+            persistent_cores: vec![false; cores],
         }
+    }
+
+    /// Counts subscriptions of persistent sessions; tells the other cores when the first one
+    /// appears or the last one goes, before the interest it comes with.
+    fn persistent_subs_changed(&mut self, added: bool) {
+        if self.store.is_none() {
+            return;
+        }
+        let before = self.persistent_subs;
+        if added {
+            self.persistent_subs += 1;
+        } else {
+            self.persistent_subs = self.persistent_subs.saturating_sub(1);
+        }
+        if (before == 0) != (self.persistent_subs == 0) {
+            let (core, on) = (self.id, self.persistent_subs > 0);
+            self.broadcast(|| MeshMsg::Persistent { core, on });
+        }
+    }
+
+    /// Whether [`Core::shutdown`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Turns durable sessions on with this core's log.
+    pub fn set_store(&mut self, store: Store) {
+        self.store = Some(store);
+    }
+
+    /// The log, if durable sessions are on.
+    pub fn store_mut(&mut self) -> Option<&mut Store> {
+        self.store.as_mut()
+    }
+
+    /// Whether durable sessions are on.
+    pub fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Acknowledgements waiting for the log.
+    pub fn held_acks(&self) -> usize {
+        self.held.len()
     }
 
     /// The settings.
@@ -355,6 +478,7 @@ impl Core {
     pub fn on_written(&mut self, session: SessionId, link: &Rc<ConnLink>, now: Instant) {
         if let Some(slot) = self.linked_slot(session, link) {
             slot.session.pump(now);
+            self.drain_store_events(session);
         }
     }
 
@@ -363,7 +487,32 @@ impl Core {
         self.send_mesh(home, MeshMsg::Handoff(h));
     }
 
-    fn wake(&self, session: SessionId) {
+    /// Writes what happened to a session's stored deliveries into the log.
+    fn drain_store_events(&mut self, session: SessionId) {
+        let Some(slot) = self.slots.get_mut(&session) else {
+            return;
+        };
+        if slot.session.store_events.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut slot.session.store_events);
+        let key = slot.key;
+        let Some(store) = self.store.as_mut().filter(|_| key != 0) else {
+            return;
+        };
+        for e in events {
+            match e {
+                StoreEvent::Finished { stored } => store.done(key, stored),
+                StoreEvent::Sent { stored, packet_id } => store.sent(key, stored, packet_id, false),
+                StoreEvent::Released { stored, packet_id } => {
+                    store.sent(key, stored, packet_id, true)
+                }
+            }
+        }
+    }
+
+    fn wake(&mut self, session: SessionId) {
+        self.drain_store_events(session);
         if let Some(Slot {
             link: Some(link),
             session: s,
@@ -482,6 +631,7 @@ impl Core {
                         session,
                         link: None,
                         generation: 0,
+                        key: 0,
                     },
                 );
                 self.by_client.insert(client_id.clone(), sid);
@@ -543,6 +693,17 @@ impl Core {
             .unwrap_or(ringmq_codec::PACKET_SIZE_MAX);
         s.set_peer_topic_alias_maximum(props.and_then(|p| p.topic_alias_maximum).unwrap_or(0));
         s.attach(c.protocol, receive_max, max_packet, now);
+        if let Some(store) = self.store.as_mut() {
+            if expiry_secs > 0 && slot.key == 0 {
+                slot.key = store.new_key();
+            }
+            if slot.key != 0 {
+                let rec = session_record(slot, 0);
+                // A session record is a control record: it is refused only when the disk
+                // fails, and then the session is simply not durable (logged by the store).
+                let _ = store.put_session(&rec);
+            }
+        }
         let generation = slot.generation;
         self.wake(sid);
         Ok(Accepted {
@@ -563,7 +724,14 @@ impl Core {
             Packet::Publish(p) => self.on_publish(sid, p, now).map(|()| Flow::Continue),
             Packet::PubAck(a) => self.with_session(sid, |s| s.on_puback(a.packet_id, now)),
             Packet::PubRec(a) => self.with_session(sid, |s| s.on_pubrec(&a, now)),
-            Packet::PubRel(a) => self.with_session(sid, |s| s.on_pubrel(a.packet_id)),
+            Packet::PubRel(a) => {
+                if let Some(slot) = self.slots.get(&sid).filter(|s| s.key != 0) {
+                    if let Some(store) = self.store.as_mut() {
+                        store.qos2_in(slot.key, a.packet_id, false);
+                    }
+                }
+                self.with_session(sid, |s| s.on_pubrel(a.packet_id))
+            }
             Packet::PubComp(a) => self.with_session(sid, |s| s.on_pubcomp(a.packet_id, now)),
             Packet::Subscribe(s) => self.on_subscribe(sid, s, now).map(|()| Flow::Continue),
             Packet::Unsubscribe(u) => self.on_unsubscribe(sid, u).map(|()| Flow::Continue),
@@ -622,24 +790,58 @@ impl Core {
             return Err(ReasonCode::RetainNotSupported); // [MQTT-3.3.1-8]
         }
         let (qos, packet_id) = (p.qos, p.packet_id);
+        let generation = slot.generation;
         if qos == QoS::ExactlyOnce
             && !s
                 .on_incoming_qos2(packet_id)
                 .map_err(|ProtocolViolation::Disconnect(r)| r)?
         {
-            s.ack_publish(PacketType::PubRec, packet_id, ReasonCode::Success);
+            // A duplicate: answered once everything before it is durable (its original may
+            // still be on its way to the disk).
+            let local = self.store.as_ref().map_or(0, Store::appended);
+            self.ack_when_durable(
+                HeldAck {
+                    session: sid,
+                    generation,
+                    packet: PacketType::PubRec,
+                    packet_id,
+                    reason: ReasonCode::Success,
+                    local,
+                    remote: Vec::new(),
+                },
+                now,
+            );
             return Ok(());
         }
-        let reason = if p.topic.starts_with('$') {
+        if qos == QoS::ExactlyOnce && slot.key != 0 {
+            if let Some(store) = self.store.as_mut() {
+                store.qos2_in(slot.key, packet_id, true);
+            }
+        }
+        let mut reason = if p.topic.starts_with('$') {
             ReasonCode::NotAuthorized // clients do not publish into $SYS and other $ topics
         } else {
             ReasonCode::Success
         };
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => s.ack_publish(PacketType::PubAck, packet_id, reason),
-            QoS::ExactlyOnce => s.ack_publish(PacketType::PubRec, packet_id, reason),
+        let packet = match qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(PacketType::PubAck),
+            QoS::ExactlyOnce => Some(PacketType::PubRec),
+        };
+        // Fast path: nothing this publication does can wait for the disk (no persistent
+        // subscription anywhere, nothing pending, not retained): acknowledge before routing,
+        // as without storage.
+        let may_wait = self.store.as_ref().is_some_and(|st| {
+            p.retain
+                || st.appended() > st.durable()
+                || !self.held.is_empty()
+                || self.persistent_subs > 0
+                || self.persistent_cores.iter().any(|&f| f)
+        });
+        if let (Some(packet), false) = (packet, may_wait) {
+            s.ack_publish(packet, packet_id, reason);
         }
+        let mut remote = Vec::new();
         if reason == ReasonCode::Success {
             let origin = Origin {
                 core: self.id,
@@ -651,16 +853,123 @@ impl Core {
                 now,
                 self.settings.message_expiry_max_secs,
             ));
-            self.route(msg, now);
+            self.refused_in_route = false;
+            let confirm = self.route(msg, now);
+            if qos != QoS::AtMostOnce {
+                for c in 0..self.settings.cores {
+                    if confirm & (1 << c) != 0 {
+                        remote.push((c as CoreId, self.seq_out[c]));
+                    }
+                }
+            }
+            if self.refused_in_route {
+                // Delivered, but not made durable for some persistent session.
+                reason = ReasonCode::QuotaExceeded;
+            }
         }
+        let after = self.store.as_ref().map_or(0, Store::appended);
+        let Some(packet) = packet.filter(|_| may_wait) else {
+            return Ok(());
+        };
+        self.ack_when_durable(
+            HeldAck {
+                session: sid,
+                generation,
+                packet,
+                packet_id,
+                reason,
+                // Everything this core appended so far, the publisher's own QoS 2 state
+                // included (a no-op wait when nothing was appended: `appended == durable`).
+                local: after,
+                remote,
+            },
+            now,
+        );
         Ok(())
+    }
+
+    /// Sends an acknowledgement now if nothing it depends on is pending, else queues it behind
+    /// the others (acknowledgements keep the order of the publications [MQTT-4.6.0-2]).
+    fn ack_when_durable(&mut self, h: HeldAck, now: Instant) {
+        if self.held.is_empty() && self.ack_ready(&h) {
+            if let Some(slot) = self.slots.get_mut(&h.session) {
+                slot.session.ack_publish(h.packet, h.packet_id, h.reason);
+            }
+            return;
+        }
+        self.held.push_back(h);
+        self.release_acks(now);
+    }
+
+    fn ack_ready(&self, h: &HeldAck) -> bool {
+        let durable = self.store.as_ref().map_or(Lsn::MAX, Store::durable);
+        h.local <= durable
+            && h.remote
+                .iter()
+                .all(|&(c, seq)| self.confirmed[usize::from(c)] >= seq)
+    }
+
+    /// Sends the held acknowledgements whose messages are now durable, in order.
+    fn release_acks(&mut self, _now: Instant) {
+        let mut touched = Vec::new();
+        while let Some(h) = self.held.front() {
+            if !self.ack_ready(h) {
+                break;
+            }
+            let Some(h) = self.held.pop_front() else {
+                break;
+            };
+            if let Some(slot) = self.slots.get_mut(&h.session) {
+                // A publisher that reconnected resends what was not acknowledged.
+                if slot.generation == h.generation && slot.link.is_some() {
+                    slot.session.ack_publish(h.packet, h.packet_id, h.reason);
+                    if touched.last() != Some(&h.session) {
+                        touched.push(h.session);
+                    }
+                }
+            }
+        }
+        for sid in touched {
+            self.wake(sid);
+        }
+    }
+
+    /// The log is durable further (the flusher finished a batch): release acknowledgements
+    /// and confirm to other cores.
+    pub fn on_durable(&mut self, now: Instant) {
+        self.release_acks(now);
+        self.send_confirmations();
+    }
+
+    /// After a batch of mesh messages: confirm what is already durable.
+    pub fn after_mesh_batch(&mut self) {
+        self.send_confirmations();
+    }
+
+    fn send_confirmations(&mut self) {
+        let durable = self.store.as_ref().map_or(Lsn::MAX, Store::durable);
+        for c in 0..self.settings.cores {
+            if let Some((seq, lsn)) = self.reply_due[c] {
+                if lsn <= durable {
+                    self.reply_due[c] = None;
+                    let from = self.id;
+                    self.send_mesh(c as CoreId, MeshMsg::Durable { from, seq });
+                }
+            }
+        }
     }
 
     /// Routes a message published on this core: retained store, local subscribers, shared
     /// groups, and each other core that has interest, once.
-    pub fn route(&mut self, msg: SharedMessage, now: Instant) {
+    /// Returns the cores that were sent the message and will confirm it durable (a bit per
+    /// core).
+    pub fn route(&mut self, msg: SharedMessage, now: Instant) -> u128 {
         if msg.retain {
             self.store_retained(&msg);
+            if let Some(store) = self.store.as_mut().filter(|_| !msg.topic.starts_with('$')) {
+                let set = (!msg.payload.is_empty()).then_some(&*msg);
+                store.retain(&msg.topic, set, now);
+            }
             self.broadcast(|| MeshMsg::Retain(msg.clone()));
         }
         self.deliver_local(&msg, now);
@@ -672,19 +981,28 @@ impl Core {
         if shared & (1 << self.id) != 0 {
             self.deliver_shared(&msg, now);
         }
+        let durable = self.store.is_some() && msg.qos != QoS::AtMostOnce;
+        let mut confirm = 0u128;
         for c in 0..self.settings.cores as CoreId {
             let (p, s) = (plain & (1 << c) != 0, shared & (1 << c) != 0);
             if c != self.id && (p || s) {
+                let ack = durable && self.persistent_cores[usize::from(c)];
+                if ack {
+                    self.seq_out[usize::from(c)] += 1;
+                    confirm |= 1 << c;
+                }
                 self.send_mesh(
                     c,
                     MeshMsg::Publish {
                         msg: msg.clone(),
                         plain: p,
                         shared: s,
+                        ack,
                     },
                 );
             }
         }
+        confirm
     }
 
     fn store_retained(&mut self, msg: &SharedMessage) {
@@ -717,16 +1035,68 @@ impl Core {
                 agg.sub_ids.push(id);
             }
         });
-        for (sid, agg) in scratch.drain() {
-            let d = Delivery {
-                msg: msg.clone(),
-                qos: msg.qos.min(agg.qos),
-                retain: agg.retain_as_published && msg.retain,
-                sub_ids: agg.sub_ids,
-            };
+        let mut batch: Vec<(SessionId, Delivery)> = scratch
+            .drain()
+            .map(|(sid, agg)| {
+                let d = Delivery {
+                    msg: msg.clone(),
+                    qos: msg.qos.min(agg.qos),
+                    retain: agg.retain_as_published && msg.retain,
+                    sub_ids: agg.sub_ids,
+                    stored: 0,
+                };
+                (sid, d)
+            })
+            .collect();
+        self.scratch = scratch;
+        self.persist_deliveries(msg, &mut batch, now);
+        for (sid, d) in batch {
             self.deliver_to(sid, d, now);
         }
-        self.scratch = scratch;
+    }
+
+    /// Stores a message once in this core's log for the persistent sessions among `batch`
+    /// that receive it at QoS 1 or 2, and marks their deliveries with its id. When the log
+    /// refuses it, they still get it from memory, and the publisher is told (0x97).
+    fn persist_deliveries(
+        &mut self,
+        msg: &SharedMessage,
+        batch: &mut [(SessionId, Delivery)],
+        now: Instant,
+    ) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if msg.qos == QoS::AtMostOnce {
+            return;
+        }
+        let mut targets = Vec::new();
+        for (sid, d) in batch.iter() {
+            if d.qos == QoS::AtMostOnce {
+                continue;
+            }
+            if let Some(slot) = self.slots.get(sid).filter(|s| s.key != 0) {
+                targets.push(model::TargetRec {
+                    key: slot.key,
+                    qos: d.qos as u8,
+                    retain: d.retain,
+                    sub_ids: d.sub_ids.clone(),
+                });
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        match store.message(msg, targets, now) {
+            Ok(id) => {
+                for (sid, d) in batch.iter_mut() {
+                    if d.qos != QoS::AtMostOnce && self.slots.get(sid).is_some_and(|s| s.key != 0) {
+                        d.stored = id;
+                    }
+                }
+            }
+            Err(_) => self.refused_in_route = true,
+        }
     }
 
     fn deliver_to(&mut self, sid: SessionId, d: Delivery, now: Instant) {
@@ -816,8 +1186,12 @@ impl Core {
             qos: msg.qos.min(options.qos),
             retain: options.retain_as_published && msg.retain,
             sub_ids: sub_id.into_iter().collect(),
-            msg,
+            msg: msg.clone(),
+            stored: 0,
         };
+        let mut batch = [(sid, d)];
+        self.persist_deliveries(&msg, &mut batch, now);
+        let [(sid, d)] = batch;
         self.deliver_to(sid, d, now);
     }
 
@@ -893,6 +1267,14 @@ impl Core {
                 id: sub_id,
             },
         );
+        if slot.key != 0 {
+            if let Some(store) = self.store.as_mut() {
+                store.subscribe(slot.key, filter, options, sub_id);
+            }
+            if !existed {
+                self.persistent_subs_changed(true);
+            }
+        }
         match shared {
             Some(SharedFilter { .. }) => {
                 let owner = self.share_owner(filter);
@@ -1009,6 +1391,7 @@ impl Core {
                     retain: true,
                     sub_ids: scan.sub_id.into_iter().collect(),
                     msg,
+                    stored: 0,
                 };
                 self.deliver_to(scan.session, d, now);
             }
@@ -1078,6 +1461,12 @@ impl Core {
         };
         if slot.session.subscriptions.remove(filter).is_none() {
             return false;
+        }
+        if slot.key != 0 {
+            if let Some(store) = self.store.as_mut() {
+                store.unsubscribe(slot.key, filter);
+            }
+            self.persistent_subs_changed(false);
         }
         match topic::parse_shared(filter) {
             Ok(Some(_)) => {
@@ -1164,6 +1553,14 @@ impl Core {
                 self.timers.push(Reverse((at, TimerKind::Will, sid, gen)));
             }
         }
+        if expiry != 0 {
+            if let Some(slot) = self.slots.get(&sid).filter(|s| s.key != 0) {
+                let rec = session_record(slot, persist::unix_ms_now().max(1));
+                if let Some(store) = self.store.as_mut() {
+                    let _ = store.put_session(&rec);
+                }
+            }
+        }
         match expiry {
             0 => self.end_session(sid, now),
             u32::MAX => {}
@@ -1217,6 +1614,16 @@ impl Core {
         if self.by_client.get(&slot.session.client_id) == Some(&sid) {
             self.by_client.remove(&slot.session.client_id);
         }
+        let held = slot.session.clear_messages();
+        if slot.key != 0 {
+            if let Some(store) = self.store.as_mut() {
+                store.end_session(slot.key, &held);
+            }
+            slot.key = 0; // the end record covers the subscriptions removed below
+            for _ in 0..slot.session.subscriptions.len() {
+                self.persistent_subs_changed(false);
+            }
+        }
         let filters: Vec<Box<str>> = slot.session.subscriptions.keys().cloned().collect();
         self.slots.insert(sid, slot);
         for f in filters {
@@ -1258,13 +1665,38 @@ impl Core {
     /// which owns sockets.
     pub fn on_mesh(&mut self, msg: MeshMsg, now: Instant) -> Option<Box<Handoff>> {
         match msg {
-            MeshMsg::Publish { msg, plain, shared } => {
+            MeshMsg::Publish {
+                msg,
+                plain,
+                shared,
+                ack,
+            } => {
                 if plain {
                     self.deliver_local(&msg, now);
                 }
                 if shared {
                     self.deliver_shared(&msg, now);
                 }
+                if ack {
+                    let from = usize::from(msg.origin.core);
+                    if let (Some(seq), Some(store)) =
+                        (self.seq_in.get_mut(from), self.store.as_ref())
+                    {
+                        *seq += 1;
+                        self.reply_due[from] = Some((*seq, store.appended()));
+                    }
+                }
+            }
+            MeshMsg::Persistent { core, on } => {
+                if let Some(f) = self.persistent_cores.get_mut(usize::from(core)) {
+                    *f = on;
+                }
+            }
+            MeshMsg::Durable { from, seq } => {
+                if let Some(c) = self.confirmed.get_mut(usize::from(from)) {
+                    *c = (*c).max(seq);
+                }
+                self.release_acks(now);
             }
             MeshMsg::Interest { filter, core, add } => {
                 if add {
@@ -1292,7 +1724,12 @@ impl Core {
                 options,
                 sub_id,
             } => self.deliver_member(session, msg, options, sub_id, now),
-            MeshMsg::Retain(msg) => self.store_retained(&msg),
+            MeshMsg::Retain(msg) => {
+                self.store_retained(&msg);
+                if let Some(store) = self.store.as_mut() {
+                    store.retained_superseded(&msg.topic);
+                }
+            }
             MeshMsg::Stats { core, report } => {
                 if let Some(slot) = self.reports.get_mut(usize::from(core)) {
                     *slot = report;
@@ -1377,8 +1814,162 @@ impl Core {
         }
     }
 
+    /// Rebuilds the sessions of this core from its recovered log, and the retained messages
+    /// (merged from every core's log). Called once at start-up, after [`Core::set_store`],
+    /// before any client connects.
+    pub fn restore(
+        &mut self,
+        rec: persist::Recovered,
+        retained: &[persist::RecoveredRetained],
+        now: Instant,
+    ) {
+        let now_unix = persist::unix_ms_now();
+        let expiry_max = self.settings.message_expiry_max_secs;
+        let message = |publish: &[u8], expires_unix: u64| -> Option<SharedMessage> {
+            let p = persist::decode_publish(publish)?;
+            let mut m = Message::from_publish(
+                p,
+                Origin {
+                    core: 0,
+                    session: 0,
+                },
+                now,
+                expiry_max,
+            );
+            m.expires_at = persist::unix_ms_to_instant(expires_unix, now, now_unix);
+            Some(Arc::new(m))
+        };
+        for e in retained {
+            if e.core != usize::from(self.id) {
+                if let Some(store) = self.store.as_mut() {
+                    store.retained_superseded(&e.topic);
+                }
+            }
+            let Some(m) = e
+                .publish
+                .as_deref()
+                .and_then(|b| message(b, e.expires_at_unix_ms))
+            else {
+                continue;
+            };
+            if m.remaining_expiry_secs(now).is_ok() {
+                self.retained.set(&e.topic, m);
+            }
+        }
+        let mut msgs: HashMap<u64, Option<SharedMessage>> = HashMap::new();
+        let mut dropped = Vec::new();
+        for (key, rs) in rec.sessions {
+            let (Ok(client_id), Some(version)) = (
+                Utf8Bytes::try_from(String::from_utf8_lossy(&rs.client_id).into_owned()),
+                protocol_of(rs.protocol),
+            ) else {
+                continue;
+            };
+            if rs.client_id.is_empty() || self.by_client.contains_key(&client_id) {
+                continue;
+            }
+            let elapsed_secs = if rs.disconnected_at_unix_ms == 0 {
+                0
+            } else {
+                now_unix.saturating_sub(rs.disconnected_at_unix_ms) / 1000
+            };
+            let sid = self.next_session;
+            self.next_session += 1;
+            let mut session = Session::new(
+                sid,
+                client_id.clone(),
+                version,
+                self.settings.session.clone(),
+            );
+            session.expiry_secs = rs.expiry_secs.min(self.settings.session_expiry_max_secs);
+            session.will = rs
+                .will
+                .as_ref()
+                .and_then(|w| persist::decode_will(&w.publish));
+            for &pid in rs.incoming_qos2.keys() {
+                session.restore_incoming_qos2(pid);
+            }
+            for (id, t) in &rs.queue {
+                let m = msgs
+                    .entry(*id)
+                    .or_insert_with(|| {
+                        rec.messages
+                            .get(id)
+                            .and_then(|m| message(&m.publish, m.expires_at_unix_ms))
+                    })
+                    .clone();
+                let Some(m) = m else {
+                    dropped.push((key, *id));
+                    continue;
+                };
+                let d = Delivery {
+                    msg: m,
+                    qos: t.qos,
+                    retain: t.retain,
+                    sub_ids: t.sub_ids.clone(),
+                    stored: *id,
+                };
+                session.restore(d, t.sent.map(|(pid, released, _)| (pid, released)));
+            }
+            self.slots.insert(
+                sid,
+                Slot {
+                    session,
+                    link: None,
+                    generation: 1,
+                    key: 0, // set after the subscriptions, which are already in the log
+                },
+            );
+            self.by_client.insert(client_id, sid);
+            let mut ignored = Vec::new();
+            for (filter, sub) in &rs.subs {
+                let Ok(f) = Utf8Bytes::try_from(filter.clone()) else {
+                    continue;
+                };
+                self.subscribe_one(sid, &f, sub.options, sub.sub_id, &mut ignored);
+            }
+            let expiry = self.settings.session_expiry_max_secs.min(rs.expiry_secs);
+            let mut subs = 0;
+            if let Some(slot) = self.slots.get_mut(&sid) {
+                slot.key = key;
+                subs = slot.session.subscriptions.len();
+            }
+            for _ in 0..subs {
+                self.persistent_subs_changed(true);
+            }
+            // A session that was connected when the broker stopped lost its connection then:
+            // its will is due (after its delay; at least a second, so that the other cores
+            // have restored the subscriptions it may reach).
+            if let Some(w) = &rs.will {
+                let delay = u64::from(w.delay_secs).max(1);
+                let left = delay.saturating_sub(elapsed_secs).max(1);
+                self.timers.push(Reverse((
+                    now + Duration::from_secs(left),
+                    TimerKind::Will,
+                    sid,
+                    1,
+                )));
+            }
+            if expiry != u32::MAX {
+                let left = u64::from(expiry).saturating_sub(elapsed_secs);
+                self.timers.push(Reverse((
+                    now + Duration::from_secs(left),
+                    TimerKind::Expiry,
+                    sid,
+                    1,
+                )));
+            }
+        }
+        if let Some(store) = self.store.as_mut() {
+            for (key, id) in dropped {
+                store.done(key, id);
+            }
+        }
+    }
+
     /// Closes every connection with Server shutting down (0x8B in v5).
     pub fn shutdown(&mut self) {
+        self.stopped = true;
         for slot in self.slots.values_mut() {
             if let Some(link) = slot.link.take() {
                 self.live -= 1;

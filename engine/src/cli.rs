@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ringmq [--config PATH] [--listen ADDR:PORT]... [--cores N] [--log-level L]
-//!        [--print-default-config] [--help] [--version]
+//!        [--data-dir PATH] [--print-default-config] [--help] [--version]
 //! ringmq check-config [--config PATH] [--listen ADDR:PORT]... [--cores N] [--log-level L]
 //! ```
 //!
@@ -35,6 +35,8 @@ Options:
   --cores N              executors to run, 0 = one per online core (overrides `cores`)
   --log-level LEVEL      trace, debug, info, warn, error, off, or a filter such as
                          \"info,ringmq::session=debug\" (overrides `log.level`)
+  --data-dir PATH        directory of the durable-session logs (overrides
+                         `storage.data_dir`; default ./ringmq-data)
   --print-default-config print the commented default configuration and exit
   -h, --help             print this help and exit
   -V, --version          print the version and exit
@@ -68,6 +70,8 @@ pub struct Options {
     pub cores: Option<usize>,
     /// `--log-level L`: overrides `log.level`.
     pub log_level: Option<String>,
+    /// `--data-dir PATH`: overrides `storage.data_dir`.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -90,6 +94,9 @@ impl Options {
         }
         if let Some(level) = &self.log_level {
             config.log.level.clone_from(level);
+        }
+        if let Some(dir) = &self.data_dir {
+            config.storage.data_dir.clone_from(dir);
         }
     }
 
@@ -212,6 +219,12 @@ where
                 let path = value("--config", "PATH")?;
                 if options.config_path.replace(PathBuf::from(path)).is_some() {
                     return Err(CliError::Repeated("--config"));
+                }
+            }
+            "--data-dir" => {
+                let path = value("--data-dir", "PATH")?;
+                if options.data_dir.replace(PathBuf::from(path)).is_some() {
+                    return Err(CliError::Repeated("--data-dir"));
                 }
             }
             "--listen" => {
@@ -342,6 +355,19 @@ mod tests {
         assert_eq!(
             run(&["--config=a b.toml"]).config_path,
             Some(PathBuf::from("a b.toml"))
+        );
+    }
+
+    #[test]
+    fn data_dir_overrides_the_file_once() {
+        let o = run(&["--data-dir", "/tmp/x"]);
+        assert_eq!(o.data_dir, Some(PathBuf::from("/tmp/x")));
+        let mut c = Config::default();
+        o.apply(&mut c);
+        assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(
+            err(&["--data-dir=a", "--data-dir=b"]),
+            CliError::Repeated("--data-dir")
         );
     }
 
@@ -621,12 +647,18 @@ mod tests {
         assert_eq!(config.cores, 2);
         assert_eq!(config.log.level, "debug");
         assert_eq!(config.listeners.len(), 2);
-        assert_eq!(config.listeners[0].bind, "127.0.0.1:2000".parse().unwrap());
+        assert_eq!(
+            config.listeners[0].bind,
+            "127.0.0.1:2000".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(
             config.listeners[0].backlog,
             ListenerConfig::default().backlog
         );
-        assert_eq!(config.listeners[1].bind, "[::1]:2001".parse().unwrap());
+        assert_eq!(
+            config.listeners[1].bind,
+            "[::1]:2001".parse::<SocketAddr>().unwrap()
+        );
         config.validate().unwrap();
     }
 

@@ -64,6 +64,8 @@ pub struct Config {
     pub sys: SysConfig,
     /// Logging (`[log]`).
     pub log: LogConfig,
+    /// Durable sessions: the per-core log on disk (`[storage]`).
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             shared_subscriptions: SharedSubscriptionsConfig::default(),
             sys: SysConfig::default(),
             log: LogConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -280,6 +283,96 @@ pub struct SysConfig {
 impl Default for SysConfig {
     fn default() -> Self {
         SysConfig { interval_secs: 10 }
+    }
+}
+
+/// When appended records are forced to disk (`storage.fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// `"always"`: every write batch ends with an fsync; acknowledgements wait for it. Appends
+    /// made while one batch is being written share the next fsync (group commit).
+    Always,
+    /// `"every N ms"`: batches are written at once and forced at most every N milliseconds;
+    /// acknowledgements wait for the fsync that covers them (at most N ms later).
+    EveryMs(u32),
+    /// `"never"`: acknowledged once written to the operating system. Survives `kill -9`, not a
+    /// power cut or kernel crash.
+    Never,
+}
+
+impl Fsync {
+    /// Parses `"always"`, `"never"`, `"every 10ms"` or `"every 10 ms"`.
+    pub fn parse(text: &str) -> Result<Fsync, String> {
+        let t = text.trim();
+        match t {
+            "always" => return Ok(Fsync::Always),
+            "never" => return Ok(Fsync::Never),
+            _ => {}
+        }
+        let ms = t
+            .strip_prefix("every")
+            .map(str::trim)
+            .and_then(|r| r.strip_suffix("ms"))
+            .map(str::trim)
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|n| (1..=60_000).contains(n));
+        ms.map(Fsync::EveryMs).ok_or_else(|| {
+            format!(
+                "expected \"always\", \"never\" or \"every N ms\" with N from 1 to 60000, got {text:?}"
+            )
+        })
+    }
+}
+
+impl fmt::Display for Fsync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fsync::Always => f.write_str("always"),
+            Fsync::Never => f.write_str("never"),
+            Fsync::EveryMs(n) => write!(f, "every {n} ms"),
+        }
+    }
+}
+
+/// Durable sessions (the `[storage]` table): persistent sessions, their subscriptions, queued
+/// QoS 1/2 messages, in-flight state and retained messages are kept in an append-only log per
+/// core under `data_dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Keep durable state on disk; `false` keeps everything in memory only (lost on restart).
+    pub enabled: bool,
+    /// Directory of the logs (one sub-directory per core); created if missing.
+    pub data_dir: PathBuf,
+    /// `"always"`, `"every N ms"` or `"never"`: see [`Fsync`].
+    pub fsync: String,
+    /// Size of one segment file, bytes.
+    pub segment_size_bytes: u64,
+    /// Disk the logs of all cores may use together, bytes; when reached, new QoS 1/2 messages
+    /// for persistent sessions are refused (PUBACK/PUBREC 0x97 Quota exceeded in MQTT 5).
+    pub max_disk_bytes: u64,
+    /// Bytes appended but not yet written, per core, above which new persistent messages are
+    /// refused like a full disk (the disk is not keeping up).
+    pub max_pending_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            enabled: true,
+            data_dir: PathBuf::from("ringmq-data"),
+            fsync: "always".to_owned(),
+            segment_size_bytes: 64 * 1024 * 1024,
+            max_disk_bytes: 8 * 1024 * 1024 * 1024,
+            max_pending_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The fsync policy (validated by [`Config::validate`]).
+    pub fn fsync_policy(&self) -> Fsync {
+        Fsync::parse(&self.fsync).unwrap_or(Fsync::Always)
     }
 }
 
@@ -546,6 +639,7 @@ impl Config {
         self.validate_listeners()?;
         self.validate_limits()?;
         self.validate_runtime()?;
+        self.validate_storage()?;
         if let Err(message) = check_log_level(&self.log.level) {
             return Err(invalid("log.level", message));
         }
@@ -650,6 +744,34 @@ impl Config {
         Ok(())
     }
 
+    fn validate_storage(&self) -> Result<(), ConfigError> {
+        let s = &self.storage;
+        if let Err(message) = Fsync::parse(&s.fsync) {
+            return Err(invalid("storage.fsync", message));
+        }
+        if s.data_dir.as_os_str().is_empty() {
+            return Err(invalid("storage.data_dir", "must not be empty"));
+        }
+        check_range(
+            "storage.segment_size_bytes",
+            s.segment_size_bytes,
+            64 * 1024,
+            1 << 32,
+        )?;
+        check_min(
+            "storage.max_disk_bytes",
+            s.max_disk_bytes,
+            4 * s.segment_size_bytes,
+        )?;
+        check_range(
+            "storage.max_pending_bytes",
+            s.max_pending_bytes,
+            64 * 1024,
+            1 << 32,
+        )?;
+        Ok(())
+    }
+
     fn validate_runtime(&self) -> Result<(), ConfigError> {
         let r = &self.runtime;
         check_range(
@@ -737,7 +859,10 @@ mod tests {
         assert_eq!(c.cores, 0);
         assert!(c.allow_anonymous);
         assert_eq!(c.listeners.len(), 1);
-        assert_eq!(c.listeners[0].bind, "127.0.0.1:1883".parse().unwrap());
+        assert_eq!(
+            c.listeners[0].bind,
+            "127.0.0.1:1883".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(c.listeners[0].backlog, 1024);
         assert_eq!(c.listeners[0].max_connections, 100_000);
         assert_eq!(c.limits.max_connections, 1_000_000);
@@ -832,9 +957,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listeners.len(), 2);
-        assert_eq!(c.listeners[0].bind, "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(
+            c.listeners[0].bind,
+            "0.0.0.0:1883".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(c.listeners[0].backlog, 1024);
-        assert_eq!(c.listeners[1].bind, "[::1]:8883".parse().unwrap());
+        assert_eq!(
+            c.listeners[1].bind,
+            "[::1]:8883".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(c.listeners[1].backlog, 4096);
         assert_eq!(c.listeners[1].max_connections, 100_000);
         assert_eq!(c.effective_max_connections(), 200_000);

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod mesh;
 pub mod message;
 pub mod notify;
+pub mod persist;
 pub mod preflight;
 pub mod retained;
 pub mod runtime;

@@ -22,6 +22,26 @@ pub enum MeshMsg {
         plain: bool,
         /// Match the shared groups the receiver owns.
         shared: bool,
+        /// The sender holds the publisher's acknowledgement until the receiver confirms it
+        /// has made its copies durable ([`MeshMsg::Durable`]).
+        ack: bool,
+    },
+    /// Core `core` gained its first (`on`) or lost its last subscription of a persistent
+    /// session: publications to it need (or no longer need) a durability confirmation. Sent
+    /// before the interest of that subscription, on the same queue.
+    Persistent {
+        /// The core.
+        core: CoreId,
+        /// Whether it has any.
+        on: bool,
+    },
+    /// Core `from` has made durable everything it stored for the first `seq` publications
+    /// with `ack` it received from the receiver.
+    Durable {
+        /// The confirming core.
+        from: CoreId,
+        /// How many publications are covered.
+        seq: u64,
     },
     /// Core `core` gained its first (`add`) or lost its last subscriber on a plain filter.
     Interest {

@@ -63,6 +63,8 @@ pub struct RuntimeSettings {
     pub cross_core_queue_capacity: usize,
     /// `$SYS` interval (zero: off).
     pub sys_interval: Duration,
+    /// Durable sessions (`None`: memory only).
+    pub storage: Option<crate::persist::StorageSettings>,
 }
 
 fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<socket2::Socket> {
@@ -107,6 +109,9 @@ pub enum RunError {
     /// A listener could not be bound.
     #[error("cannot listen: {0}")]
     Bind(std::io::Error),
+    /// The data directory could not be opened or recovered.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::persist::OpenError),
     /// An executor could not start or failed.
     #[error("executor on core {core}: {message}")]
     Executor {
@@ -121,6 +126,27 @@ pub enum RunError {
 pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
     install_signal_handlers();
     let cores = settings.core.cores;
+    // Recovery reads every core's log before any executor runs: the broker accepts no client
+    // before its durable state is back.
+    let started = Instant::now();
+    let (_data_dir, mut recovered, retained) = match &settings.storage {
+        Some(s) => {
+            let (dir, logs, retained) = crate::persist::open_and_recover(s, cores)?;
+            tracing::info!(
+                data_dir = %s.data_dir.display(),
+                ms = started.elapsed().as_millis() as u64,
+                retained = retained.len(),
+                "durable state recovered"
+            );
+            (Some(dir), logs.into_iter().map(Some).collect(), retained)
+        }
+        None => (
+            None,
+            (0..cores).map(|_| None).collect::<Vec<_>>(),
+            Vec::new(),
+        ),
+    };
+    let retained = Arc::new(retained);
     let (bound, mut fds) = bind_all(&settings, cores).map_err(RunError::Bind)?;
     for addr in &bound {
         // Tests and operators read this line to learn the port.
@@ -153,11 +179,13 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
         .enumerate()
     {
         let settings = settings.clone();
+        let log = recovered[core].take();
+        let retained = retained.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(core % online))
             .name(&format!("ringmq-core-{core}"))
             .io_memory(settings.io_memory_bytes);
         let handle = builder
-            .spawn(move || core_main(core as CoreId, settings, tx, rx, fds))
+            .spawn(move || core_main(core as CoreId, settings, tx, rx, fds, log, retained))
             .map_err(|e| RunError::Executor {
                 core,
                 message: e.to_string(),
@@ -182,8 +210,23 @@ async fn core_main(
     senders: Vec<Option<Sender<MeshMsg>>>,
     receivers: Vec<Option<Receiver<MeshMsg>>>,
     listeners: Vec<OwnedFd>,
+    log: Option<(ringmq_storage::Log, crate::persist::Recovered)>,
+    retained: Arc<Vec<crate::persist::RecoveredRetained>>,
 ) {
     let core = Rc::new(RefCell::new(Core::new(id, settings.core.clone())));
+    let mut flusher = None;
+    if let (Some((log, rec)), Some(storage)) = (log, &settings.storage) {
+        {
+            let mut c = core.borrow_mut();
+            c.set_store(crate::persist::store_from(log, &rec));
+            c.restore(rec, &retained, Instant::now());
+        }
+        let mut cfg = storage.log.clone();
+        cfg.dir = crate::persist::core_dir(&storage.data_dir, usize::from(id));
+        let f = ringmq_storage::Flusher::new(ringmq_storage::GlommioFs, &cfg);
+        flusher = Some(glommio::spawn_local(flush_loop(core.clone(), f)));
+    }
+    drop(retained);
     let ctx = Rc::new(ConnCtx {
         core: core.clone(),
         read_buffer_bytes: settings.read_buffer_bytes,
@@ -217,6 +260,55 @@ async fn core_main(
     core.borrow_mut().shutdown();
     // Let writers send their DISCONNECT (0x8B) and close.
     glommio::timer::sleep(SHUTDOWN_GRACE).await;
+    if let Some(f) = flusher {
+        // The flusher writes what is pending, then stops (SHUTDOWN is set).
+        if let Some(store) = core.borrow_mut().store_mut() {
+            store.flush_notify.notify();
+        }
+        f.await;
+    }
+}
+
+/// Writes the log's batches (group commit: everything appended while one batch is written goes
+/// into the next) and tells the core how far it is durable.
+async fn flush_loop(
+    core: Rc<RefCell<Core>>,
+    mut flusher: ringmq_storage::Flusher<ringmq_storage::GlommioFs>,
+) {
+    let Some(notify) = core
+        .borrow_mut()
+        .store_mut()
+        .map(|s| s.flush_notify.clone())
+    else {
+        return;
+    };
+    loop {
+        let (batch, deadline) = {
+            let mut c = core.borrow_mut();
+            let Some(store) = c.store_mut() else { return };
+            let batch = store.log_mut().take_batch(Instant::now());
+            (batch, store.log().next_flush_deadline())
+        };
+        match batch {
+            Some(batch) => {
+                let result = flusher.run_batch(batch).await;
+                let now = Instant::now();
+                let mut c = core.borrow_mut();
+                if let Some(store) = c.store_mut() {
+                    store.log_mut().complete(result);
+                }
+                c.on_durable(now);
+            }
+            None if core.borrow().is_stopped() => return,
+            None => match deadline {
+                Some(at) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    futures_lite::future::or(notify.notified(), glommio::timer::sleep(wait)).await;
+                }
+                None => notify.notified().await,
+            },
+        }
+    }
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<ConnCtx>, backoff: Duration) {
@@ -280,6 +372,7 @@ async fn mesh_receiver(ctx: Rc<ConnCtx>, rx: Receiver<MeshMsg>) {
                 handoffs.extend(core.on_mesh(msg, now));
                 next = rx.try_recv();
             }
+            core.after_mesh_batch();
         }
         for h in handoffs {
             glommio::spawn_local(connection::handed_over(h, ctx.clone())).detach();
@@ -392,6 +485,22 @@ impl RuntimeSettings {
             accept_backoff: Duration::from_millis(r.accept_backoff_ms),
             cross_core_queue_capacity: r.cross_core_queue_capacity as usize,
             sys_interval: Duration::from_secs(u64::from(config.sys.interval_secs)),
+            storage: config.storage.enabled.then(|| {
+                let st = &config.storage;
+                let mut log = ringmq_storage::LogConfig::new(&st.data_dir);
+                log.segment_size_bytes = st.segment_size_bytes;
+                log.max_disk_bytes = st.max_disk_bytes / cores.max(1) as u64;
+                log.max_pending_bytes = sat(st.max_pending_bytes);
+                log.fsync = match st.fsync_policy() {
+                    crate::config::Fsync::Always => ringmq_storage::FsyncPolicy::Always,
+                    crate::config::Fsync::Never => ringmq_storage::FsyncPolicy::Never,
+                    crate::config::Fsync::EveryMs(n) => ringmq_storage::FsyncPolicy::EveryMs(n),
+                };
+                crate::persist::StorageSettings {
+                    data_dir: st.data_dir.clone(),
+                    log,
+                }
+            }),
         }
     }
 }

@@ -54,6 +54,34 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (MQTT 5).
     pub sub_ids: Vec<u32>,
+    /// The message's id in the home core's log when it is stored for this session (0: not
+    /// stored). The session reports what happens to stored deliveries in
+    /// [`Session::store_events`].
+    pub stored: u64,
+}
+
+/// What happened to a stored delivery, for the core's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A QoS 2 delivery was sent with this packet identifier.
+    Sent {
+        /// The message id in the log.
+        stored: u64,
+        /// Its packet identifier.
+        packet_id: u16,
+    },
+    /// PUBREC arrived for it; PUBREL was sent.
+    Released {
+        /// The message id in the log.
+        stored: u64,
+        /// Its packet identifier.
+        packet_id: u16,
+    },
+    /// The session is done with it: acknowledged, expired, or dropped.
+    Finished {
+        /// The message id in the log.
+        stored: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +147,8 @@ pub struct Session {
     pub out: BytesMut,
     /// Drops, by reason.
     pub drops: DropCounters,
+    /// What happened to stored deliveries since the core last took them.
+    pub store_events: Vec<StoreEvent>,
     limits: SessionLimits,
     connected: bool,
     peer_receive_maximum: u16,
@@ -154,6 +184,7 @@ impl Session {
             will: None,
             out: BytesMut::new(),
             drops: DropCounters::default(),
+            store_events: Vec::new(),
             limits,
             connected: false,
             peer_receive_maximum: u16::MAX,
@@ -281,6 +312,7 @@ impl Session {
             || self.queued_bytes + cost > self.limits.max_queued_bytes
         {
             self.drops.queue_full += 1;
+            self.finished(&d);
             return;
         }
         self.queued_bytes += cost;
@@ -310,7 +342,9 @@ impl Session {
             } else {
                 // Over the Maximum Packet Size the client now announces: treated as delivered
                 // [MQTT-3.1.2-25].
-                self.inflight.remove(self.inflight_sent);
+                if let Some(f) = self.inflight.remove(self.inflight_sent) {
+                    self.finished(&f.delivery);
+                }
                 self.drops.too_large += 1;
             }
         }
@@ -392,9 +426,17 @@ impl Session {
         }
     }
 
+    fn finished(&mut self, d: &Delivery) {
+        if d.stored != 0 {
+            self.store_events
+                .push(StoreEvent::Finished { stored: d.stored });
+        }
+    }
+
     fn send_publish(&mut self, d: Delivery, now: Instant) {
         if d.msg.remaining_expiry_secs(now).is_err() {
             self.drops.expired += 1;
+            self.finished(&d);
             return;
         }
         let packet_id = if d.qos == QoS::AtMostOnce {
@@ -406,7 +448,14 @@ impl Session {
         if !self.write_publish(publish) {
             // [MQTT-3.1.2-25]: not sent, and treated as if its delivery had completed.
             self.drops.too_large += 1;
+            self.finished(&d);
             return;
+        }
+        if d.qos == QoS::ExactlyOnce && d.stored != 0 {
+            self.store_events.push(StoreEvent::Sent {
+                stored: d.stored,
+                packet_id,
+            });
         }
         let state = match d.qos {
             QoS::AtMostOnce => return,
@@ -422,7 +471,9 @@ impl Session {
     }
 
     fn remove_inflight(&mut self, i: usize) {
-        self.inflight.remove(i);
+        if let Some(f) = self.inflight.remove(i) {
+            self.finished(&f.delivery);
+        }
         if i < self.inflight_sent {
             self.inflight_sent -= 1;
         }
@@ -459,6 +510,13 @@ impl Session {
             return;
         }
         self.inflight[i].state = OutState::Released;
+        let stored = self.inflight[i].delivery.stored;
+        if stored != 0 {
+            self.store_events.push(StoreEvent::Released {
+                stored,
+                packet_id: ack.packet_id,
+            });
+        }
         self.write(&Packet::PubRel(Ack::new(ack.packet_id)));
     }
 
@@ -532,13 +590,72 @@ impl Session {
         self.write(&packet);
     }
 
-    /// Drops every stored message (used when the session ends).
-    pub fn clear_messages(&mut self) {
+    /// Drops every message (used when the session ends); returns the log ids of the stored
+    /// ones (no events are reported for them: the end of the session covers them).
+    pub fn clear_messages(&mut self) -> Vec<u64> {
+        let stored = self
+            .inflight
+            .iter()
+            .map(|f| f.delivery.stored)
+            .chain(self.queue.iter().map(|d| d.stored))
+            .filter(|&id| id != 0)
+            .collect();
         self.inflight.clear();
         self.inflight_sent = 0;
         self.queue.clear();
         self.queued_bytes = 0;
         self.incoming_qos2.clear();
+        self.store_events.clear();
+        stored
+    }
+
+    /// Every message the session holds, in flight first, then queued.
+    pub fn deliveries(&self) -> impl Iterator<Item = &Delivery> {
+        self.inflight
+            .iter()
+            .map(|f| &f.delivery)
+            .chain(self.queue.iter())
+    }
+
+    /// The packet identifier and PUBREL state of an in-flight QoS 2 delivery of a stored
+    /// message, if it was sent.
+    pub fn sent_state(&self, stored: u64) -> Option<(u16, bool)> {
+        self.inflight
+            .iter()
+            .find(|f| f.delivery.stored == stored && f.delivery.qos == QoS::ExactlyOnce)
+            .map(|f| (f.packet_id, f.state == OutState::Released))
+    }
+
+    /// Incoming QoS 2 packet identifiers waiting for PUBREL.
+    pub fn incoming_qos2_ids(&self) -> impl Iterator<Item = u16> + '_ {
+        self.incoming_qos2.iter().copied()
+    }
+
+    /// Puts back a message recovered from the log: in flight with its packet identifier when a
+    /// QoS 2 delivery had been sent (`sent`: packet id, PUBREL sent), else at the end of the
+    /// queue. Recovery restores what the log holds even beyond the queue limits.
+    pub fn restore(&mut self, d: Delivery, sent: Option<(u16, bool)>) {
+        match sent {
+            Some((packet_id, released)) => self.inflight.push_back(InFlight {
+                packet_id,
+                delivery: d,
+                state: if released {
+                    OutState::Released
+                } else {
+                    OutState::PublishedQos2
+                },
+            }),
+            None => {
+                self.queued_bytes += d.msg.cost_bytes();
+                self.queue.push_back(d);
+            }
+        }
+    }
+
+    /// Puts back an incoming QoS 2 packet identifier recovered from the log (PUBREC sent, PUBREL
+    /// not yet received).
+    pub fn restore_incoming_qos2(&mut self, packet_id: u16) {
+        self.incoming_qos2.insert(packet_id);
     }
 
     /// The properties of a will, if any.

@@ -44,6 +44,7 @@ fn delivery(n: u8, qos: QoS) -> Delivery {
         qos,
         retain: false,
         sub_ids: Vec::new(),
+        stored: 0,
     }
 }
 
@@ -297,6 +298,7 @@ fn expired_messages_are_dropped_and_expiry_counts_down() {
         qos: QoS::AtLeastOnce,
         retain: false,
         sub_ids: vec![3],
+        stored: 0,
     };
     s.deliver(d(), now + Duration::from_secs(4));
     match &sent(&mut s)[..] {
@@ -334,6 +336,7 @@ fn outgoing_topic_aliases_within_the_client_maximum() {
         qos: QoS::AtMostOnce,
         retain: false,
         sub_ids: Vec::new(),
+        stored: 0,
     };
     for topic in ["a", "a", "b", "c", "b"] {
         s.deliver(on(topic), now);

@@ -13,13 +13,18 @@ use ringmq_codec::{
     SubscribeFilter, SubscriptionOptions, Utf8Bytes,
 };
 
-/// A broker process; killed when dropped.
+/// A broker process; killed when dropped. Each broker gets its own data directory (removed on
+/// drop), which survives [`Broker::kill9`] and [`Broker::restart`].
 pub struct Broker {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its executors (`--cores`; 0 when not given).
     pub cores: usize,
+    args: Vec<String>,
+    config: Option<std::path::PathBuf>,
+    /// The data directory.
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Broker {
@@ -30,53 +35,54 @@ impl Broker {
 
     /// Starts `ringmq` with a configuration file holding `toml`.
     pub fn start_with_config(args: &[&str], toml: Option<&str>) -> Broker {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringmq"));
-        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
-        let dir;
-        if let Some(toml) = toml {
-            dir = std::env::temp_dir().join(format!(
-                "ringmq-test-{}-{}",
-                std::process::id(),
-                rand_suffix()
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "ringmq-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = toml.map(|toml| {
             let path = dir.join("ringmq.toml");
             std::fs::write(&path, toml).unwrap();
-            cmd.arg("--config").arg(path);
-        }
-        let mut child = cmd
-            .env(
-                "RUST_LOG",
-                std::env::var("RINGMQ_TEST_LOG").unwrap_or_else(|_| "error".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ringmq");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("ringmq listening on ") {
-                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
-                }
-            }
+            path
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("broker did not report its address");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let data_dir = dir.join("data");
+        let (child, addr) = spawn(&args, config.as_deref(), &data_dir);
         let cores = args
             .iter()
-            .position(|a| *a == "--cores")
+            .position(|a| a == "--cores")
             .and_then(|i| args.get(i + 1))
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        Broker { child, addr, cores }
+        Broker {
+            child,
+            addr,
+            cores,
+            args,
+            config,
+            data_dir,
+        }
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the broker with SIGKILL (no chance to flush or clean up) and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the broker with SIGKILL if it runs, then starts it again on the same data
+    /// directory and arguments (on a new port: read `addr` again).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, addr) = spawn(&self.args, self.config.as_deref(), &self.data_dir);
+        self.child = child;
+        self.addr = addr;
     }
 
     /// Sends a signal and waits for the exit status (bounded).
@@ -94,10 +100,50 @@ impl Broker {
     }
 }
 
+fn spawn(
+    args: &[String],
+    config: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+) -> (Child, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringmq"));
+    cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+    if !args.iter().any(|a| a.starts_with("--data-dir")) {
+        cmd.arg("--data-dir").arg(data_dir);
+    }
+    if let Some(path) = config {
+        cmd.arg("--config").arg(path);
+    }
+    let mut child = cmd
+        .env(
+            "RUST_LOG",
+            std::env::var("RINGMQ_TEST_LOG").unwrap_or_else(|_| "error".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start ringmq");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("ringmq listening on ") {
+                let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("broker did not report its address");
+    (child, addr)
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = self.data_dir.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
