@@ -113,6 +113,8 @@ struct Slot {
     generation: u64,
     /// Key of the session in this core's log (0: not persistent).
     key: u64,
+    /// When its connection ended (Unix ms; 0 while connected), as written in the log.
+    disconnected_at_unix_ms: u64,
 }
 
 /// A PUBACK/PUBREC held until the message it answers is durable: on this core's log up to
@@ -297,9 +299,10 @@ fn protocol_of(level: u8) -> Option<ringmq_codec::ProtocolVersion> {
     }
 }
 
-/// The log record of a session's current state (`disconnected_at`: Unix ms, 0 = connected).
-fn session_record(slot: &Slot, disconnected_at_unix_ms: u64) -> model::SessionRec {
+/// The log record of a session's current state.
+fn session_record(slot: &Slot) -> model::SessionRec {
     let s = &slot.session;
+    let disconnected_at_unix_ms = slot.disconnected_at_unix_ms;
     model::SessionRec {
         key: slot.key,
         client_id: s.client_id.as_bytes().to_vec(),
@@ -632,6 +635,7 @@ impl Core {
                         link: None,
                         generation: 0,
                         key: 0,
+                        disconnected_at_unix_ms: 0,
                     },
                 );
                 self.by_client.insert(client_id.clone(), sid);
@@ -697,8 +701,9 @@ impl Core {
             if expiry_secs > 0 && slot.key == 0 {
                 slot.key = store.new_key();
             }
+            slot.disconnected_at_unix_ms = 0;
             if slot.key != 0 {
-                let rec = session_record(slot, 0);
+                let rec = session_record(slot);
                 // A session record is a control record: it is refused only when the disk
                 // fails, and then the session is simply not durable (logged by the store).
                 let _ = store.put_session(&rec);
@@ -1554,8 +1559,9 @@ impl Core {
             }
         }
         if expiry != 0 {
-            if let Some(slot) = self.slots.get(&sid).filter(|s| s.key != 0) {
-                let rec = session_record(slot, persist::unix_ms_now().max(1));
+            if let Some(slot) = self.slots.get_mut(&sid).filter(|s| s.key != 0) {
+                slot.disconnected_at_unix_ms = persist::unix_ms_now().max(1);
+                let rec = session_record(slot);
                 if let Some(store) = self.store.as_mut() {
                     let _ = store.put_session(&rec);
                 }
@@ -1918,6 +1924,7 @@ impl Core {
                     link: None,
                     generation: 1,
                     key: 0, // set after the subscriptions, which are already in the log
+                    disconnected_at_unix_ms: rs.disconnected_at_unix_ms.max(1),
                 },
             );
             self.by_client.insert(client_id, sid);
@@ -1965,6 +1972,99 @@ impl Core {
                 store.done(key, id);
             }
         }
+    }
+
+    /// Compacts the log a step: when its oldest sealed segment is mostly dead (or the disk is
+    /// filling), writes the live records it holds again from this core's state and retires it.
+    /// Returns whether a segment was retired.
+    pub fn compact(&mut self, now: Instant) -> bool {
+        let Some(store) = self.store.as_mut() else {
+            return false;
+        };
+        let Some(seg) = store.log().compaction_candidate() else {
+            return false;
+        };
+        let live = store.live_in(&seg);
+        let by_key: HashMap<u64, SessionId> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.key != 0)
+            .map(|(&sid, s)| (s.key, sid))
+            .collect();
+        let Some(store) = self.store.as_mut() else {
+            return false;
+        };
+        let mut ok = true;
+        for key in &live.sessions {
+            if let Some(slot) = by_key.get(key).and_then(|sid| self.slots.get(sid)) {
+                ok &= store.put_session(&session_record(slot)).is_ok();
+            }
+        }
+        for (key, filter) in &live.subs {
+            let sub = by_key
+                .get(key)
+                .and_then(|sid| self.slots.get(sid))
+                .and_then(|s| s.session.subscriptions.get(filter));
+            if let Some(sub) = sub {
+                store.subscribe(*key, filter, sub.options, sub.id);
+            }
+        }
+        // Messages: the targets still holding each, found in one pass over the sessions.
+        let wanted: std::collections::HashSet<u64> = live.messages.iter().copied().collect();
+        let mut targets: HashMap<u64, (SharedMessage, Vec<model::TargetRec>)> = HashMap::new();
+        let mut resend_sent = Vec::new();
+        if !wanted.is_empty() {
+            for slot in self.slots.values().filter(|s| s.key != 0) {
+                for d in slot.session.deliveries() {
+                    if d.stored == 0 || !wanted.contains(&d.stored) {
+                        continue;
+                    }
+                    let e = targets
+                        .entry(d.stored)
+                        .or_insert_with(|| (d.msg.clone(), Vec::new()));
+                    e.1.push(model::TargetRec {
+                        key: slot.key,
+                        qos: d.qos as u8,
+                        retain: d.retain,
+                        sub_ids: d.sub_ids.clone(),
+                    });
+                    if let Some((pid, released)) = slot.session.sent_state(d.stored) {
+                        resend_sent.push((slot.key, d.stored, pid, released));
+                    }
+                }
+            }
+        }
+        for (id, (msg, t)) in targets {
+            ok &= store.copy_message(id, &msg, t, now).is_ok();
+        }
+        for (key, id) in &live.sent {
+            let state = by_key
+                .get(key)
+                .and_then(|sid| self.slots.get(sid))
+                .and_then(|s| s.session.sent_state(*id));
+            if let Some((pid, released)) = state {
+                resend_sent.push((*key, *id, pid, released));
+            }
+        }
+        resend_sent.sort_unstable();
+        resend_sent.dedup();
+        for (key, id, pid, released) in resend_sent {
+            store.sent(key, id, pid, released);
+        }
+        for (key, pid) in &live.qos2_in {
+            store.qos2_in(*key, *pid, true);
+        }
+        for topic in &live.retained {
+            match self.retained.get(topic) {
+                Some(m) => store.retain(topic, Some(m), now),
+                None => store.retained_superseded(topic),
+            }
+        }
+        if !ok {
+            tracing::warn!("log compaction could not copy every live record; segment kept");
+            return false;
+        }
+        store.retire(seg.id)
     }
 
     /// Closes every connection with Server shutting down (0x8B in v5).

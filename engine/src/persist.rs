@@ -456,6 +456,86 @@ impl Store {
         }
     }
 
+    /// What is live in a segment, for compaction: the core re-appends these from its state
+    /// (the copies supersede the originals by identity), then retires the segment.
+    pub fn live_in(&self, seg: &ringmq_storage::SegmentInfo) -> LiveSet {
+        let inside = |p: &Pos| seg.contains(p.lsn);
+        LiveSet {
+            sessions: self
+                .sessions
+                .iter()
+                .filter(|(_, p)| inside(p))
+                .map(|(&k, _)| k)
+                .collect(),
+            subs: self
+                .subs
+                .iter()
+                .filter(|(_, p)| inside(p))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            messages: self
+                .msgs
+                .iter()
+                .filter(|(_, m)| inside(&m.pos))
+                .map(|(&id, _)| id)
+                .collect(),
+            sent: self
+                .sent
+                .iter()
+                .filter(|(_, p)| inside(p))
+                .map(|(&k, _)| k)
+                .collect(),
+            qos2_in: self
+                .qos2_in
+                .iter()
+                .filter(|(_, p)| inside(p))
+                .map(|(&k, _)| k)
+                .collect(),
+            retained: self
+                .retained
+                .iter()
+                .filter(|(_, p)| inside(p))
+                .map(|(t, _)| t.clone())
+                .collect(),
+        }
+    }
+
+    /// A copy of a stored message with the targets that still hold it (compaction). The SENT
+    /// states of those targets must be written again after it (a copy resets them on replay).
+    pub fn copy_message(
+        &mut self,
+        id: u64,
+        m: &Message,
+        targets: Vec<model::TargetRec>,
+        now: Instant,
+    ) -> Result<(), AppendError> {
+        let n = targets.len() as u32;
+        let rec = model::MessageRec {
+            id,
+            expires_at_unix_ms: instant_to_unix_ms(m.expires_at, now, unix_ms_now()),
+            publish: encode_message(m),
+            targets,
+        };
+        let p = self.append(kind::MESSAGE, &rec, Class::Control)?;
+        match self.msgs.get_mut(&id) {
+            Some(old) => {
+                let was = old.pos;
+                old.pos = p;
+                old.refs = n;
+                self.release(was);
+            }
+            None => self.release(p),
+        }
+        Ok(())
+    }
+
+    /// Retires a compacted segment (deleted once the copies are durable).
+    pub fn retire(&mut self, seg: ringmq_storage::SegmentId) -> bool {
+        let ok = self.log.retire(seg);
+        self.flush_notify.notify();
+        ok
+    }
+
     /// Restores the liveness of what recovery found.
     fn adopt(&mut self, r: &Recovered) {
         for s in r.sessions.values() {
@@ -489,6 +569,23 @@ impl Store {
             }
         }
     }
+}
+
+/// The live records of one segment, by identity.
+#[derive(Debug, Default)]
+pub struct LiveSet {
+    /// Session keys whose SESSION record is there.
+    pub sessions: Vec<u64>,
+    /// (session key, filter) of SUBSCRIBE records.
+    pub subs: Vec<(u64, Box<str>)>,
+    /// Message ids.
+    pub messages: Vec<u64>,
+    /// (session key, message id) of SENT records.
+    pub sent: Vec<(u64, u64)>,
+    /// (session key, packet id) of open QOS2_IN records.
+    pub qos2_in: Vec<(u64, u16)>,
+    /// Retained topics.
+    pub retained: Vec<Box<str>>,
 }
 
 /// A subscription found in the log.
@@ -538,6 +635,27 @@ pub struct RecoveredSession {
     pub incoming_qos2: BTreeMap<u16, Pos>,
     /// Its SESSION record.
     pub pos: Pos,
+    /// Whether its SESSION record was seen (compaction may copy a session's record after the
+    /// records that name it, so those are collected first and joined at the end).
+    pub seen: bool,
+}
+
+impl RecoveredSession {
+    fn empty(key: u64, pos: Pos) -> Self {
+        RecoveredSession {
+            key,
+            client_id: Vec::new(),
+            protocol: 4,
+            expiry_secs: 0,
+            disconnected_at_unix_ms: 0,
+            will: None,
+            subs: BTreeMap::new(),
+            queue: BTreeMap::new(),
+            incoming_qos2: BTreeMap::new(),
+            pos,
+            seen: false,
+        }
+    }
 }
 
 /// A stored message found in the log.
@@ -603,18 +721,8 @@ impl Recovered {
                 let e = self
                     .sessions
                     .entry(r.key)
-                    .or_insert_with(|| RecoveredSession {
-                        key: r.key,
-                        client_id: Vec::new(),
-                        protocol: 4,
-                        expiry_secs: 0,
-                        disconnected_at_unix_ms: 0,
-                        will: None,
-                        subs: BTreeMap::new(),
-                        queue: BTreeMap::new(),
-                        incoming_qos2: BTreeMap::new(),
-                        pos,
-                    });
+                    .or_insert_with(|| RecoveredSession::empty(r.key, pos));
+                e.seen = true;
                 e.client_id = r.client_id;
                 e.protocol = r.protocol;
                 e.expiry_secs = r.expiry_secs;
@@ -630,9 +738,11 @@ impl Recovered {
                 }
             }),
             kind::SUBSCRIBE => model::decode::<model::SubscribeRec>(k, body).map(|r| {
-                if let (Some(s), Some(options)) =
-                    (self.sessions.get_mut(&r.key), options_from_byte(r.options))
-                {
+                if let Some(options) = options_from_byte(r.options) {
+                    let s = self
+                        .sessions
+                        .entry(r.key)
+                        .or_insert_with(|| RecoveredSession::empty(r.key, pos));
                     s.subs.insert(
                         r.filter,
                         RecoveredSub {
@@ -658,12 +768,13 @@ impl Recovered {
                 }
                 let mut refs = 0;
                 for t in r.targets {
-                    let Some(s) = self.sessions.get_mut(&t.key) else {
-                        continue;
-                    };
                     let Ok(qos) = QoS::from_u8(t.qos) else {
                         continue;
                     };
+                    let s = self
+                        .sessions
+                        .entry(t.key)
+                        .or_insert_with(|| RecoveredSession::empty(t.key, pos));
                     refs += 1;
                     s.queue.insert(
                         r.id,
@@ -702,12 +813,14 @@ impl Recovered {
                 }
             }),
             kind::QOS2_IN => model::decode::<model::Qos2InRec>(k, body).map(|r| {
-                if let Some(s) = self.sessions.get_mut(&r.key) {
-                    if r.open {
-                        s.incoming_qos2.insert(r.packet_id, pos);
-                    } else {
-                        s.incoming_qos2.remove(&r.packet_id);
-                    }
+                if r.open {
+                    let s = self
+                        .sessions
+                        .entry(r.key)
+                        .or_insert_with(|| RecoveredSession::empty(r.key, pos));
+                    s.incoming_qos2.insert(r.packet_id, pos);
+                } else if let Some(s) = self.sessions.get_mut(&r.key) {
+                    s.incoming_qos2.remove(&r.packet_id);
                 }
             }),
             kind::RETAIN => model::decode::<model::RetainRec>(k, body).map(|r| {
@@ -738,6 +851,24 @@ impl Recovered {
             m.refs = m.refs.saturating_sub(1);
             if m.refs == 0 {
                 self.messages.remove(&id);
+            }
+        }
+    }
+
+    /// Ends the replay: records that named a session whose SESSION record never came (it
+    /// ended, or its creation was not durable) are dropped.
+    pub fn finish(&mut self) {
+        let orphans: Vec<u64> = self
+            .sessions
+            .values()
+            .filter(|s| !s.seen)
+            .map(|s| s.key)
+            .collect();
+        for key in orphans {
+            if let Some(s) = self.sessions.remove(&key) {
+                for id in s.queue.keys() {
+                    self.unref(*id);
+                }
             }
         }
     }
@@ -874,6 +1005,7 @@ pub fn open_and_recover(
             rec.apply(core, lsn, k, body);
         })
         .map_err(|source| OpenError::Recover { core, source })?;
+        rec.finish();
         tracing::info!(
             core,
             records = report.records,

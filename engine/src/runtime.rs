@@ -414,6 +414,8 @@ async fn ticker(core: &Rc<RefCell<Core>>, id: CoreId, settings: &RuntimeSettings
         let now = Instant::now();
         let mut c = core.borrow_mut();
         c.fire_timers(now);
+        // One segment at a time: the copy work per tick stays bounded.
+        c.compact(now);
         // Counters travel to core 0 over the mesh like everything else: no shared state.
         c.report_stats(0);
         if id == 0 && !settings.sys_interval.is_zero() && now >= next_sys {

@@ -677,3 +677,265 @@ fn sys_counters_travel_to_core_0_and_are_summed() {
     assert_eq!(value(&cores[0], "$SYS/broker/messages/received"), "1");
     assert_eq!(value(&cores[0], "$SYS/broker/uptime"), "5 seconds");
 }
+
+mod durable {
+    //! The core over a real log on an in-memory file system: what it writes is what it
+    //! recovers, through compactions and crashes.
+
+    use super::*;
+    use crate::persist::{self, Recovered};
+    use futures_lite::future::block_on;
+    use ringmq_storage::{recover_on, CrashMode, Flusher, LogConfig, MemFs};
+
+    fn cfg() -> LogConfig {
+        LogConfig {
+            segment_size_bytes: 8 * 1024,
+            max_disk_bytes: 1 << 20,
+            ..LogConfig::new("/data/core-0")
+        }
+    }
+
+    fn open(fs: &MemFs) -> (Core, Flusher<MemFs>) {
+        let cfg = cfg();
+        let mut rec = Recovered::default();
+        let (log, _) = recover_on(fs, &cfg, |lsn, k, b| rec.apply(0, lsn, k, b)).unwrap();
+        rec.finish();
+        let retained: Vec<_> = rec
+            .retained
+            .iter()
+            .filter(|e| e.publish.is_some())
+            .cloned()
+            .collect();
+        let mut core = Core::new(0, settings(1));
+        core.set_store(persist::store_from(log, &rec));
+        core.restore(rec, &retained, Instant::now());
+        (core, Flusher::new(fs.clone(), &cfg))
+    }
+
+    fn flush(core: &mut Core, f: &mut Flusher<MemFs>) {
+        loop {
+            let batch = core
+                .store_mut()
+                .unwrap()
+                .log_mut()
+                .take_batch(Instant::now());
+            let Some(batch) = batch else { break };
+            let r = block_on(f.run_batch(batch));
+            core.store_mut().unwrap().log_mut().complete(r);
+            core.on_durable(Instant::now());
+        }
+    }
+
+    fn persistent(id: &str) -> Connect {
+        let mut c = connect_packet(id, ProtocolVersion::V5, false);
+        c.properties = Some(Box::new(Properties {
+            session_expiry_interval: Some(10_000),
+            ..Default::default()
+        }));
+        c
+    }
+
+    fn publish_n(core: &mut Core, c: &Client, topic: &str, payload: Vec<u8>, qos: QoS, id: u16) {
+        let p = Publish {
+            qos,
+            topic: Utf8Bytes::try_from(topic).unwrap(),
+            packet_id: id,
+            payload: Bytes::from(payload),
+            ..Default::default()
+        };
+        core.on_packet(c.sid, Packet::Publish(p), Instant::now())
+            .unwrap();
+    }
+
+    /// Connects (resuming) and receives everything the session had, acknowledging it.
+    fn resume_and_receive(core: &mut Core, id: &str) -> (Client, Vec<Vec<u8>>) {
+        let link = Rc::new(ConnLink::default());
+        let a = core
+            .connect(&persistent(id), link.clone(), Instant::now())
+            .unwrap();
+        let c = Client {
+            sid: a.session,
+            generation: a.generation,
+            link,
+            version: ProtocolVersion::V5,
+        };
+        let first = drain(core, &c);
+        assert!(
+            matches!(first.first(), Some(Packet::ConnAck(a)) if a.session_present),
+            "{id}: session present"
+        );
+        let mut got = Vec::new();
+        acknowledge(core, &c, first, &mut got);
+        got.extend(receive_all(core, &c));
+        (c, got)
+    }
+
+    fn acknowledge(core: &mut Core, c: &Client, packets: Vec<Packet>, got: &mut Vec<Vec<u8>>) {
+        for p in packets {
+            if let Packet::Publish(p) = p {
+                got.push(p.payload.to_vec());
+                let ack = ringmq_codec::Ack::new(p.packet_id);
+                let packet = match p.qos {
+                    QoS::AtLeastOnce => Packet::PubAck(ack),
+                    QoS::ExactlyOnce => Packet::PubRec(ack),
+                    QoS::AtMostOnce => continue,
+                };
+                core.on_packet(c.sid, packet, Instant::now()).unwrap();
+            } else if let Packet::PubRel(a) = p {
+                core.on_packet(c.sid, Packet::PubComp(a), Instant::now())
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Receives and acknowledges everything the core sends to `c` until it sends nothing.
+    fn receive_all(core: &mut Core, c: &Client) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        loop {
+            let packets = drain(core, c);
+            if packets.is_empty() {
+                return got;
+            }
+            for p in packets {
+                if let Packet::Publish(p) = p {
+                    got.push(p.payload.to_vec());
+                    let ack = ringmq_codec::Ack::new(p.packet_id);
+                    let packet = match p.qos {
+                        QoS::AtLeastOnce => Packet::PubAck(ack),
+                        QoS::ExactlyOnce => Packet::PubRec(ack),
+                        QoS::AtMostOnce => continue,
+                    };
+                    core.on_packet(c.sid, packet, Instant::now()).unwrap();
+                } else if let Packet::PubRel(a) = p {
+                    core.on_packet(c.sid, Packet::PubComp(a), Instant::now())
+                        .unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn what_compaction_keeps_is_what_recovery_finds() {
+        let fs = MemFs::new();
+        let (mut core, mut f) = open(&fs);
+        let offline = connect(&mut core, persistent("offline"));
+        subscribe(
+            &mut core,
+            &offline,
+            "t/0",
+            SubscriptionOptions::qos(QoS::AtLeastOnce),
+            None,
+        );
+        core.disconnected(
+            offline.sid,
+            offline.generation,
+            Ending::Normal,
+            Instant::now(),
+        );
+        let online = connect(&mut core, persistent("online"));
+        subscribe(
+            &mut core,
+            &online,
+            "t/#",
+            SubscriptionOptions::qos(QoS::ExactlyOnce),
+            None,
+        );
+        let publ = connect(&mut core, connect_packet("pub", ProtocolVersion::V5, true));
+        let mut retired = 0;
+        let mut sent = Vec::new();
+        for i in 0..600u32 {
+            let payload = format!("m{i:04}-{}", "x".repeat(200)).into_bytes();
+            let qos = if i % 2 == 0 {
+                QoS::AtLeastOnce
+            } else {
+                QoS::ExactlyOnce
+            };
+            let pid = i as u16 + 1;
+            publish_n(
+                &mut core,
+                &publ,
+                &format!("t/{}", i % 7),
+                payload.clone(),
+                qos,
+                pid,
+            );
+            if qos == QoS::ExactlyOnce {
+                let rel = Packet::PubRel(ringmq_codec::Ack::new(pid));
+                core.on_packet(publ.sid, rel, Instant::now()).unwrap();
+            }
+            if i % 7 == 0 {
+                sent.push(payload);
+            }
+            flush(&mut core, &mut f);
+            // The online session takes everything: its copies become dead records.
+            let n = receive_all(&mut core, &online).len();
+            assert_eq!(
+                n,
+                1,
+                "message {i}: held {} sessions {}",
+                core.held_acks(),
+                core.session_count()
+            );
+            drain(&mut core, &publ);
+            if i % 10 == 0 {
+                retired += usize::from(core.compact(Instant::now()));
+                flush(&mut core, &mut f);
+            }
+        }
+        assert!(retired > 0, "compaction never retired a segment");
+        let stats = core.store_mut().unwrap().log().stats();
+        assert!(
+            stats.disk_bytes < stats.appended_lsn / 4,
+            "dead records were reclaimed: {stats:?}"
+        );
+        drop(core);
+        fs.crash(CrashMode::KeepPageCache);
+        let (mut core, _f) = open(&fs);
+        let (offline, got) = resume_and_receive(&mut core, "offline");
+        assert_eq!(got.len(), sent.len(), "every message");
+        assert!(got == sent, "in order");
+        let (online, again) = resume_and_receive(&mut core, "online");
+        // The last acknowledgement was not flushed before the crash: at most that one again.
+        assert!(again.len() <= 1, "nothing acknowledged and durable twice");
+        // The subscriptions came back too.
+        let publ = connect(&mut core, connect_packet("pub", ProtocolVersion::V5, true));
+        publish_n(
+            &mut core,
+            &publ,
+            "t/0",
+            b"after".to_vec(),
+            QoS::AtLeastOnce,
+            2,
+        );
+        assert_eq!(receive_all(&mut core, &online), vec![b"after".to_vec()]);
+        assert_eq!(receive_all(&mut core, &offline), vec![b"after".to_vec()]);
+    }
+
+    #[test]
+    fn a_puback_waits_for_the_disk_when_a_persistent_session_stores_the_message() {
+        let fs = MemFs::new();
+        let (mut core, mut f) = open(&fs);
+        let sub = connect(&mut core, persistent("sub"));
+        subscribe(
+            &mut core,
+            &sub,
+            "a",
+            SubscriptionOptions::qos(QoS::AtLeastOnce),
+            None,
+        );
+        core.disconnected(sub.sid, sub.generation, Ending::Normal, Instant::now());
+        flush(&mut core, &mut f);
+        let publ = connect(&mut core, connect_packet("pub", ProtocolVersion::V5, true));
+        publish_n(&mut core, &publ, "a", b"m".to_vec(), QoS::AtLeastOnce, 9);
+        assert!(
+            drain(&mut core, &publ).is_empty(),
+            "no PUBACK before the flush"
+        );
+        assert_eq!(core.held_acks(), 1);
+        flush(&mut core, &mut f);
+        assert!(matches!(&drain(&mut core, &publ)[..], [Packet::PubAck(a)] if a.packet_id == 9));
+        // A topic nobody persistent wants is acknowledged at once.
+        publish_n(&mut core, &publ, "b", b"m".to_vec(), QoS::AtLeastOnce, 10);
+        assert!(matches!(&drain(&mut core, &publ)[..], [Packet::PubAck(a)] if a.packet_id == 10));
+    }
+}
