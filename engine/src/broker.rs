@@ -18,6 +18,7 @@ use ringmq_codec::{
     Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Utf8Bytes,
 };
 
+use crate::auth::{Auth, ClientAuth};
 use crate::mesh::{home_core, Handoff, MeshMsg};
 use crate::message::{CoreId, Message, Origin, SessionId, SharedMessage};
 use crate::notify::Notify;
@@ -106,6 +107,8 @@ struct Slot {
     link: Option<Rc<ConnLink>>,
     /// Incremented at every connect: stale cleanups and timers compare it.
     generation: u64,
+    /// Who the connection is, for the ACL (set at every connect).
+    auth: ClientAuth,
 }
 
 struct SharedGroup {
@@ -159,6 +162,8 @@ pub struct CoreStats {
     pub bytes_received: u64,
     /// Bytes written to client sockets.
     pub bytes_sent: u64,
+    /// CONNECTs refused by authentication (bad credentials, anonymous, rate-limited).
+    pub auth_failed: u64,
 }
 
 /// What one core tells core 0 for `$SYS`, once per tick.
@@ -245,6 +250,8 @@ pub struct Core {
     reports: Vec<StatsReport>,
     /// Woken when retained deliveries are pending.
     pub scan_notify: Rc<Notify>,
+    /// Passwords, ACL and failed-login limiter of this core (allow-all until set).
+    pub auth: Auth,
 }
 
 fn limits_ok(s: &CoreSettings, t: &str) -> bool {
@@ -281,6 +288,7 @@ impl Core {
             scans: VecDeque::new(),
             reports: vec![StatsReport::default(); cores],
             scan_notify: Rc::new(Notify::default()),
+            auth: Auth::default(),
         }
     }
 
@@ -482,6 +490,7 @@ impl Core {
                         session,
                         link: None,
                         generation: 0,
+                        auth: ClientAuth::default(),
                     },
                 );
                 self.by_client.insert(client_id.clone(), sid);
@@ -532,9 +541,18 @@ impl Core {
         slot.generation += 1;
         slot.link = Some(link);
         self.live += 1;
+        // ACL: who this connection is; a will it may not publish is dropped.
+        slot.auth = self.auth.client(c.username.as_deref(), &client_id);
+        let will = c.will.clone().filter(|w| {
+            let ok = self.auth.may_write(&mut slot.auth, &w.topic);
+            if !ok {
+                tracing::info!(client_id = %client_id, topic = %w.topic, "will dropped: the ACL does not grant writing its topic");
+            }
+            ok
+        });
         let s = &mut slot.session;
         s.expiry_secs = expiry_secs;
-        s.will = c.will.clone();
+        s.will = will;
         s.version = c.protocol;
         s.write(&Packet::ConnAck(connack));
         let receive_max = props.and_then(|p| p.receive_maximum).unwrap_or(u16::MAX);
@@ -622,7 +640,16 @@ impl Core {
             return Err(ReasonCode::RetainNotSupported); // [MQTT-3.3.1-8]
         }
         let (qos, packet_id) = (p.qos, p.packet_id);
+        let reason = if p.topic.starts_with('$') {
+            ReasonCode::NotAuthorized // clients do not publish into $SYS and other $ topics
+        } else if !self.auth.may_write(&mut slot.auth, &p.topic) {
+            ReasonCode::NotAuthorized // the ACL: 0x87 in 5.0; 3.x is acknowledged, not routed
+        } else {
+            ReasonCode::Success
+        };
+        // A refused QoS 2 PUBLISH in 5.0 ends with the PUBREC (4.3.3): its id is not kept.
         if qos == QoS::ExactlyOnce
+            && (reason == ReasonCode::Success || !s.version.is_v5())
             && !s
                 .on_incoming_qos2(packet_id)
                 .map_err(|ProtocolViolation::Disconnect(r)| r)?
@@ -630,11 +657,6 @@ impl Core {
             s.ack_publish(PacketType::PubRec, packet_id, ReasonCode::Success);
             return Ok(());
         }
-        let reason = if p.topic.starts_with('$') {
-            ReasonCode::NotAuthorized // clients do not publish into $SYS and other $ topics
-        } else {
-            ReasonCode::Success
-        };
         match qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => s.ack_publish(PacketType::PubAck, packet_id, reason),
@@ -731,6 +753,11 @@ impl Core {
 
     fn deliver_to(&mut self, sid: SessionId, d: Delivery, now: Instant) {
         if let Some(slot) = self.slots.get_mut(&sid) {
+            // ACL read check on the concrete topic: a wildcard subscription granted earlier (or
+            // before a reload) never carries a topic the client may not read.
+            if !self.auth.may_read(&mut slot.auth, &d.msg.topic) {
+                return;
+            }
             let before = slot.session.drops.total();
             slot.session.deliver(d, now);
             let after = slot.session.drops.total();
@@ -881,6 +908,9 @@ impl Core {
         let Some(slot) = self.slots.get_mut(&sid) else {
             return ReasonCode::UnspecifiedError;
         };
+        if !self.auth.may_subscribe(&mut slot.auth, inner) {
+            return ReasonCode::NotAuthorized; // 0x87; 0x80 in 3.x
+        }
         let s = &mut slot.session;
         let existed = s.subscriptions.contains_key(&**filter);
         if !existed && s.subscriptions.len() >= self.settings.max_subscriptions_per_client {
@@ -1449,6 +1479,10 @@ impl Core {
                 sum(|r| r.stats.bytes_received),
             ),
             ("$SYS/broker/bytes/sent", sum(|r| r.stats.bytes_sent)),
+            (
+                "$SYS/broker/clients/auth_failed",
+                sum(|r| r.stats.auth_failed),
+            ),
             ("$SYS/broker/subscriptions/count", sum(|r| r.subscriptions)),
             // Every core holds the same retained replica: this core's count is the broker's.
             (

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,12 +32,24 @@ extern "C" fn on_signal(_: libc::c_int) {
     SHUTDOWN.store(true, Ordering::Relaxed);
 }
 
+/// Incremented by SIGHUP; each core's ticker compares it with the value it last saw and then
+/// reloads its own copy of the password and ACL files (cores share no mutable state).
+static RELOAD: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_reload_signal(_: libc::c_int) {
+    RELOAD.fetch_add(1, Ordering::Relaxed);
+}
+
 fn install_signal_handlers() {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(
+            libc::SIGHUP,
+            on_reload_signal as *const () as libc::sighandler_t,
+        );
     }
 }
 
@@ -63,6 +75,10 @@ pub struct RuntimeSettings {
     pub cross_core_queue_capacity: usize,
     /// `$SYS` interval (zero: off).
     pub sys_interval: Duration,
+    /// Authentication and authorization settings.
+    pub auth: crate::auth::AuthSettings,
+    /// The password and ACL files as loaded at start-up (each core reloads its own on SIGHUP).
+    pub auth_files: crate::auth::AuthFiles,
 }
 
 fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<socket2::Socket> {
@@ -184,6 +200,8 @@ async fn core_main(
     listeners: Vec<OwnedFd>,
 ) {
     let core = Rc::new(RefCell::new(Core::new(id, settings.core.clone())));
+    core.borrow_mut().auth =
+        crate::auth::Auth::new(settings.auth.clone(), settings.auth_files.clone());
     let ctx = Rc::new(ConnCtx {
         core: core.clone(),
         read_buffer_bytes: settings.read_buffer_bytes,
@@ -316,10 +334,23 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 async fn ticker(core: &Rc<RefCell<Core>>, id: CoreId, settings: &RuntimeSettings) {
     let started = Instant::now();
     let mut next_sys = started + settings.sys_interval;
+    let mut reloads_seen = RELOAD.load(Ordering::Relaxed);
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(TICK).await;
         let now = Instant::now();
         let mut c = core.borrow_mut();
+        let reloads = RELOAD.load(Ordering::Relaxed);
+        if reloads != reloads_seen {
+            reloads_seen = reloads;
+            // Small files read on the core's thread, once per SIGHUP.
+            match c.auth.reload() {
+                Ok(()) => tracing::info!(core = id, "SIGHUP: password and ACL files reloaded"),
+                Err(e) => tracing::error!(
+                    core = id,
+                    "SIGHUP: reload failed, the previous rules stay in force: {e}"
+                ),
+            }
+        }
         c.fire_timers(now);
         // Counters travel to core 0 over the mesh like everything else: no shared state.
         c.report_stats(0);
@@ -392,6 +423,8 @@ impl RuntimeSettings {
             accept_backoff: Duration::from_millis(r.accept_backoff_ms),
             cross_core_queue_capacity: r.cross_core_queue_capacity as usize,
             sys_interval: Duration::from_secs(u64::from(config.sys.interval_secs)),
+            auth: config.auth.settings(config.allow_anonymous),
+            auth_files: crate::auth::AuthFiles::default(),
         }
     }
 }

@@ -189,8 +189,7 @@ fn pbkdf2_sha512(password: &[u8], salt: &[u8], iterations: u32) -> [u8; HASH_LEN
 }
 
 /// A password-file error, with the file and the line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineError {
     /// The file as given in the configuration.
     pub file: String,
@@ -199,6 +198,18 @@ pub struct LineError {
     /// What is wrong.
     pub message: String,
 }
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        }
+    }
+}
+
+impl std::error::Error for LineError {}
 
 /// Checks a user name for the file: not empty, no `:`, no line breaks, at most 65,535 bytes.
 pub fn check_username(user: &str) -> Result<(), String> {
@@ -331,6 +342,80 @@ pub fn edit(text: &str, user: &str, hash: Option<&PasswordHash>) -> (String, boo
         }
     }
     (out, found)
+}
+
+/// What `ringmq passwd` does to a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileChange {
+    /// Add the user or replace their password.
+    Set {
+        /// The password.
+        password: String,
+        /// Start a new file (replacing any existing one).
+        create: bool,
+    },
+    /// Delete the user.
+    Delete,
+}
+
+/// Applies `change` for `user` to the password file at `path`, atomically (a temporary file in
+/// the same directory, mode 0600, renamed over the old one). The existing file must parse.
+/// Returns a line for the operator.
+pub fn update_file(path: &Path, user: &str, change: &FileChange) -> Result<String, String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    check_username(user).map_err(|e| format!("invalid user name {user:?}: {e}"))?;
+    let shown = path.display();
+    let old = match change {
+        FileChange::Set { create: true, .. } => String::new(),
+        _ => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!("{shown} does not exist (use -c to create it)"));
+            }
+            Err(e) => return Err(format!("cannot read {shown}: {e}")),
+        },
+    };
+    PasswordFile::parse(&old, &shown.to_string()).map_err(|e| e.to_string())?;
+    let hash = match change {
+        FileChange::Set { password, .. } => Some(PasswordHash::new_pbkdf2(
+            password.as_bytes(),
+            DEFAULT_ITERATIONS,
+        )?),
+        FileChange::Delete => None,
+    };
+    let (text, existed) = edit(&old, user, hash.as_ref());
+    if hash.is_none() && !existed {
+        return Err(format!("user {user:?} is not in {shown}"));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "passwd".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot write {shown}: {e}"));
+    }
+    Ok(match (change, existed) {
+        (FileChange::Delete, _) => format!("deleted user {user:?} from {shown}"),
+        (_, true) => format!("updated the password of {user:?} in {shown}"),
+        (_, false) => format!("added user {user:?} to {shown}"),
+    })
 }
 
 #[cfg(test)]
@@ -481,5 +566,37 @@ mod tests {
         check_username("").unwrap_err();
         check_username("#x").unwrap_err();
         check_username("bob smith").unwrap();
+    }
+
+    #[test]
+    fn update_file_is_atomic_and_checks_its_input() {
+        let dir = std::env::temp_dir().join(format!("ringmq-passwd-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("passwd");
+        let set = |p: &str, create| FileChange::Set {
+            password: p.into(),
+            create,
+        };
+        let e = update_file(&path, "u", &set("x", false)).unwrap_err();
+        assert!(e.contains("-c"), "{e}");
+        update_file(&path, "u", &set("one", true)).unwrap();
+        update_file(&path, "v", &set("two", false)).unwrap();
+        update_file(&path, "u", &set("three", false)).unwrap();
+        let f = PasswordFile::load(&path, 1 << 20).unwrap();
+        assert!(f.verify("u", b"three") && f.verify("v", b"two") && f.len() == 2);
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        update_file(&path, "u", &FileChange::Delete).unwrap();
+        assert!(update_file(&path, "u", &FileChange::Delete).is_err());
+        assert!(update_file(&path, "a:b", &set("x", false)).is_err());
+        // A broken file is not rewritten.
+        std::fs::write(&path, "v:plain\n").unwrap();
+        let e = update_file(&path, "w", &set("x", false)).unwrap_err();
+        assert!(e.contains(":1:"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "v:plain\n");
+        // No temporary files left behind.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
