@@ -640,10 +640,10 @@ impl Core {
             return Err(ReasonCode::RetainNotSupported); // [MQTT-3.3.1-8]
         }
         let (qos, packet_id) = (p.qos, p.packet_id);
-        let reason = if p.topic.starts_with('$') {
-            ReasonCode::NotAuthorized // clients do not publish into $SYS and other $ topics
-        } else if !self.auth.may_write(&mut slot.auth, &p.topic) {
-            ReasonCode::NotAuthorized // the ACL: 0x87 in 5.0; 3.x is acknowledged, not routed
+        // Clients do not publish into $SYS and other $ topics, nor where the ACL does not grant
+        // it: 0x87 in 5.0; in 3.x acknowledged, not routed.
+        let reason = if p.topic.starts_with('$') || !self.auth.may_write(&mut slot.auth, &p.topic) {
+            ReasonCode::NotAuthorized
         } else {
             ReasonCode::Success
         };
