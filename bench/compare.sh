@@ -71,7 +71,8 @@ start_broker() { # name port
         exit 1
     fi
     if [ "$name" = ringmq ]; then
-        RUST_LOG=error "$RINGMQ" --listen "127.0.0.1:$port" --cores 2 > "$OUT/$name.log" 2>&1 &
+        rm -rf "$OUT/ringmq-data"
+        RUST_LOG=error "$RINGMQ" --listen "127.0.0.1:$port" --cores 2 --data-dir "$OUT/ringmq-data" > "$OUT/$name.log" 2>&1 &
     else
         mosquitto -c "$MOSQ_CONF" > "$OUT/$name.log" 2>&1 &
     fi

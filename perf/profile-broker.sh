@@ -19,7 +19,7 @@ out="perf/out/${scenario}-$(date +%H%M%S)"
 mkdir -p "$out"
 
 cargo build --release -p ringmq -p ringmq-bench
-target/release/ringmq --listen "127.0.0.1:$port" --cores "${RINGMQ_PERF_CORES:-2}" >"$out/broker.log" 2>&1 &
+target/release/ringmq --listen "127.0.0.1:$port" --cores "${RINGMQ_PERF_CORES:-2}" --data-dir "$out/ringmq-data" >"$out/broker.log" 2>&1 &
 broker=$!
 trap 'kill "$broker" 2>/dev/null || true' EXIT
 sleep 0.5

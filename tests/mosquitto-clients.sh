@@ -3,8 +3,10 @@
 # mosquitto_sub, Debian package `mosquitto-clients`): starts the broker (release build, two
 # cores) on a loopback port and checks, in MQTT 3.1.1 and MQTT 5, delivery at QoS 0, 1 and 2,
 # retained messages (set, delivered flagged, cleared) and the will (published when the client
-# dies or, in MQTT 5, disconnects with reason 0x04; not after a normal DISCONNECT). Every client
-# runs under `timeout` or is killed. Exits non-zero on the first failure.
+# dies or, in MQTT 5, disconnects with reason 0x04; not after a normal DISCONNECT); then, against
+# a second broker with a password file made by `ringmq passwd` (and `mosquitto_passwd` when
+# installed), `-u`/`-P` logins accepted, wrong passwords and anonymous clients refused. Every
+# client runs under `timeout` or is killed. Exits non-zero on the first failure.
 #
 #   tests/mosquitto-clients.sh            # port 18830, or RINGMQ_PORT
 set -euo pipefail
@@ -44,7 +46,7 @@ echo "building the broker (release)"
 timeout 900 cargo build --release -q -p ringmq --bin ringmq
 
 timeout 300 cargo run --release -q -p ringmq --bin ringmq -- \
-  --listen "$HOST:$PORT" --cores 2 --log-level warn >"$WORK/broker.log" 2>&1 &
+  --listen "$HOST:$PORT" --cores 2 --log-level warn --data-dir "$WORK/data" >"$WORK/broker.log" 2>&1 &
 BROKER_PID=$!
 for _ in $(seq 1 100); do
   grep -q "ringmq listening on" "$WORK/broker.log" 2>/dev/null && break
@@ -148,4 +150,58 @@ done
 
 kill -0 "$BROKER_PID" 2>/dev/null || fail "the broker died"
 pass "broker still running"
+
+# Authentication: a second broker with allow_anonymous = false and a password file written by
+# `ringmq passwd` (one user) and by `mosquitto_passwd` (another, when it is installed).
+AUTH_PORT=$((PORT + 1))
+RINGMQ=target/release/ringmq
+"$RINGMQ" passwd -c -b "$WORK/passwd" ringuser 'ring pw' 2>/dev/null || fail "ringmq passwd -c"
+if command -v mosquitto_passwd >/dev/null; then
+  mosquitto_passwd -b "$WORK/passwd" mosquser 'mosq pw' || fail "mosquitto_passwd on our file"
+fi
+printf 'allow_anonymous = false\n[auth]\npassword_file = "%s"\n' "$WORK/passwd" >"$WORK/auth.toml"
+timeout 300 "$RINGMQ" --config "$WORK/auth.toml" --listen "$HOST:$AUTH_PORT" --cores 2 --data-dir "$WORK/data-auth" \
+  --log-level warn >"$WORK/auth-broker.log" 2>&1 &
+AUTH_PID=$!
+for _ in $(seq 1 100); do
+  grep -q "ringmq listening on" "$WORK/auth-broker.log" 2>/dev/null && break
+  kill -0 "$AUTH_PID" 2>/dev/null || fail "the auth broker exited at start"
+  sleep 0.1
+done
+auth_deliver() { # VERSION USER PASSWORD
+  local v=$1 user=$2 password=$3 out="$WORK/auth.out"
+  : >"$out"
+  timeout 10 mosquitto_sub -h "$HOST" -p "$AUTH_PORT" -V "$v" -u "$user" -P "$password" \
+    -t "auth/$v" -C 1 -W 8 >"$out" &
+  local sub_pid=$!
+  for _ in $(seq 1 50); do
+    kill -0 "$sub_pid" 2>/dev/null || break
+    timeout 10 mosquitto_pub -h "$HOST" -p "$AUTH_PORT" -V "$v" -u "$user" -P "$password" \
+      -t "auth/$v" -m "hello $user" || { kill "$AUTH_PID"; fail "$v: $user refused"; }
+    sleep 0.1
+  done
+  wait "$sub_pid" || { kill "$AUTH_PID"; fail "$v: $user's subscriber got nothing"; }
+  [[ "$(cat "$out")" == "hello $user" ]] || { kill "$AUTH_PID"; fail "$v: got '$(cat "$out")'"; }
+  pass "$v: -u $user -P ... accepted (password file by ${4})"
+}
+for V in mqttv311 mqttv5; do
+  auth_deliver "$V" ringuser 'ring pw' "ringmq passwd"
+  if grep -q '^mosquser:' "$WORK/passwd"; then
+    auth_deliver "$V" mosquser 'mosq pw' "mosquitto_passwd"
+  fi
+  if timeout 10 mosquitto_pub -h "$HOST" -p "$AUTH_PORT" -V "$V" -u ringuser -P wrong \
+    -t "auth/$V" -m x 2>"$WORK/refused.err"; then
+    kill "$AUTH_PID"
+    fail "$V: a wrong password was accepted"
+  fi
+  grep -qi "not authori\|bad user name or password\|refused" "$WORK/refused.err" ||
+    { kill "$AUTH_PID"; fail "$V: unexpected error for a wrong password: $(cat "$WORK/refused.err")"; }
+  pass "$V: a wrong password is refused ($(head -n 1 "$WORK/refused.err"))"
+  if timeout 10 mosquitto_pub -h "$HOST" -p "$AUTH_PORT" -V "$V" -t "auth/$V" -m x 2>/dev/null; then
+    kill "$AUTH_PID"
+    fail "$V: an anonymous client was accepted"
+  fi
+  pass "$V: an anonymous client is refused"
+done
+kill "$AUTH_PID"
 echo "all mosquitto client checks passed"

@@ -18,6 +18,7 @@ use ringmq_codec::{
     Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Utf8Bytes,
 };
 
+use crate::auth::{Auth, ClientAuth};
 use crate::mesh::{home_core, Handoff, MeshMsg};
 use crate::message::{CoreId, Message, Origin, SessionId, SharedMessage};
 use crate::notify::Notify;
@@ -115,6 +116,8 @@ struct Slot {
     key: u64,
     /// When its connection ended (Unix ms; 0 while connected), as written in the log.
     disconnected_at_unix_ms: u64,
+    /// Who the connection is, for the ACL (set at every connect).
+    auth: ClientAuth,
 }
 
 /// A PUBACK/PUBREC held until the message it answers is durable: on this core's log up to
@@ -180,6 +183,8 @@ pub struct CoreStats {
     pub bytes_received: u64,
     /// Bytes written to client sockets.
     pub bytes_sent: u64,
+    /// CONNECTs refused by authentication (bad credentials, anonymous, rate-limited).
+    pub auth_failed: u64,
 }
 
 /// What one core tells core 0 for `$SYS`, once per tick.
@@ -287,6 +292,8 @@ pub struct Core {
     /// Which other cores have subscriptions of persistent sessions (only their copies need a
     /// durability confirmation).
     persistent_cores: Vec<bool>,
+    /// Passwords, ACL and failed-login limiter of this core (allow-all until set).
+    pub auth: Auth,
 }
 
 fn protocol_of(level: u8) -> Option<ringmq_codec::ProtocolVersion> {
@@ -364,6 +371,7 @@ impl Core {
             stopped: false,
             persistent_subs: 0,
             persistent_cores: vec![false; cores],
+            auth: Auth::default(),
         }
     }
 
@@ -636,6 +644,7 @@ impl Core {
                         generation: 0,
                         key: 0,
                         disconnected_at_unix_ms: 0,
+                        auth: ClientAuth::default(),
                     },
                 );
                 self.by_client.insert(client_id.clone(), sid);
@@ -686,9 +695,18 @@ impl Core {
         slot.generation += 1;
         slot.link = Some(link);
         self.live += 1;
+        // ACL: who this connection is; a will it may not publish is dropped.
+        slot.auth = self.auth.client(c.username.as_deref(), &client_id);
+        let will = c.will.clone().filter(|w| {
+            let ok = self.auth.may_write(&mut slot.auth, &w.topic);
+            if !ok {
+                tracing::info!(client_id = %client_id, topic = %w.topic, "will dropped: the ACL does not grant writing its topic");
+            }
+            ok
+        });
         let s = &mut slot.session;
         s.expiry_secs = expiry_secs;
-        s.will = c.will.clone();
+        s.will = will;
         s.version = c.protocol;
         s.write(&Packet::ConnAck(connack));
         let receive_max = props.and_then(|p| p.receive_maximum).unwrap_or(u16::MAX);
@@ -796,7 +814,16 @@ impl Core {
         }
         let (qos, packet_id) = (p.qos, p.packet_id);
         let generation = slot.generation;
+        // Clients do not publish into $SYS and other $ topics, nor where the ACL does not grant
+        // it: 0x87 in 5.0; in 3.x acknowledged, not routed.
+        let reason = if p.topic.starts_with('$') || !self.auth.may_write(&mut slot.auth, &p.topic) {
+            ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::Success
+        };
+        // A refused QoS 2 PUBLISH in 5.0 ends with the PUBREC (4.3.3): its id is not kept.
         if qos == QoS::ExactlyOnce
+            && (reason == ReasonCode::Success || !s.version.is_v5())
             && !s
                 .on_incoming_qos2(packet_id)
                 .map_err(|ProtocolViolation::Disconnect(r)| r)?
@@ -818,16 +845,13 @@ impl Core {
             );
             return Ok(());
         }
-        if qos == QoS::ExactlyOnce && slot.key != 0 {
+        let kept = reason == ReasonCode::Success || !s.version.is_v5();
+        if qos == QoS::ExactlyOnce && slot.key != 0 && kept {
             if let Some(store) = self.store.as_mut() {
                 store.qos2_in(slot.key, packet_id, true);
             }
         }
-        let mut reason = if p.topic.starts_with('$') {
-            ReasonCode::NotAuthorized // clients do not publish into $SYS and other $ topics
-        } else {
-            ReasonCode::Success
-        };
+        let mut reason = reason;
         let packet = match qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => Some(PacketType::PubAck),
@@ -1106,6 +1130,11 @@ impl Core {
 
     fn deliver_to(&mut self, sid: SessionId, d: Delivery, now: Instant) {
         if let Some(slot) = self.slots.get_mut(&sid) {
+            // ACL read check on the concrete topic: a wildcard subscription granted earlier (or
+            // before a reload) never carries a topic the client may not read.
+            if !self.auth.may_read(&mut slot.auth, &d.msg.topic) {
+                return;
+            }
             let before = slot.session.drops.total();
             slot.session.deliver(d, now);
             let after = slot.session.drops.total();
@@ -1260,6 +1289,9 @@ impl Core {
         let Some(slot) = self.slots.get_mut(&sid) else {
             return ReasonCode::UnspecifiedError;
         };
+        if !self.auth.may_subscribe(&mut slot.auth, inner) {
+            return ReasonCode::NotAuthorized; // 0x87; 0x80 in 3.x
+        }
         let s = &mut slot.session;
         let existed = s.subscriptions.contains_key(&**filter);
         if !existed && s.subscriptions.len() >= self.settings.max_subscriptions_per_client {
@@ -1925,6 +1957,7 @@ impl Core {
                     generation: 1,
                     key: 0, // set after the subscriptions, which are already in the log
                     disconnected_at_unix_ms: rs.disconnected_at_unix_ms.max(1),
+                    auth: ClientAuth::default(),
                 },
             );
             self.by_client.insert(client_id, sid);
@@ -2140,6 +2173,10 @@ impl Core {
                 sum(|r| r.stats.bytes_received),
             ),
             ("$SYS/broker/bytes/sent", sum(|r| r.stats.bytes_sent)),
+            (
+                "$SYS/broker/clients/auth_failed",
+                sum(|r| r.stats.auth_failed),
+            ),
             ("$SYS/broker/subscriptions/count", sum(|r| r.subscriptions)),
             // Every core holds the same retained replica: this core's count is the broker's.
             (

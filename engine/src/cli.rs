@@ -4,6 +4,7 @@
 //! ringmq [--config PATH] [--listen ADDR:PORT]... [--cores N] [--log-level L]
 //!        [--data-dir PATH] [--print-default-config] [--help] [--version]
 //! ringmq check-config [--config PATH] [--listen ADDR:PORT]... [--cores N] [--log-level L]
+//! ringmq passwd [-c | -D] [-b] FILE USER [PASSWORD]
 //! ```
 //!
 //! Values may also be written `--flag=VALUE`. `-h` and `-V` are short for
@@ -27,6 +28,12 @@ Usage:
   ringmq [OPTIONS]                  run the broker
   ringmq check-config [OPTIONS]     load and check the configuration, print it, exit
   ringmq --print-default-config     print the commented default configuration, exit
+  ringmq passwd [-c | -D] FILE USER             add a user or change their password
+                                                (read from the terminal or stdin)
+  ringmq passwd [-c] -b FILE USER PASSWORD      the same, the password as an argument
+      -c  create FILE (replacing it)   -D  delete USER
+      Writes mosquitto_passwd's format ($7$, PBKDF2-SHA512, 101 iterations); replaces
+      FILE atomically; SIGHUP makes a running broker read it again.
 
 Options:
   --config PATH          TOML configuration file (without it: built-in defaults)
@@ -57,6 +64,76 @@ pub enum Command {
     Help,
     /// Print [`VERSION`] and exit.
     Version,
+    /// Edit a password file.
+    Passwd(PasswdArgs),
+}
+
+/// `ringmq passwd` arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswdArgs {
+    /// The password file.
+    pub file: PathBuf,
+    /// The user.
+    pub user: String,
+    /// `-c`: create the file.
+    pub create: bool,
+    /// `-D`: delete the user.
+    pub delete: bool,
+    /// `-b ... PASSWORD`: the password; otherwise it is read from stdin.
+    pub password: Option<String>,
+}
+
+fn parse_passwd(args: impl Iterator<Item = OsString>) -> Result<Command, CliError> {
+    let (mut create, mut delete, mut batch) = (false, false, false);
+    let mut positional = Vec::new();
+    for arg in args {
+        match arg.to_str() {
+            Some("-c") => create = true,
+            Some("-D") => delete = true,
+            Some("-b") => batch = true,
+            Some(flag) if flag.starts_with('-') && flag.len() > 1 && positional.is_empty() => {
+                return Err(CliError::UnknownFlag(flag.to_owned()))
+            }
+            _ => positional.push(arg),
+        }
+    }
+    if create && delete {
+        return Err(CliError::Conflict {
+            flag: "-D",
+            with: "-c",
+        });
+    }
+    let wanted = if batch { 3 } else { 2 };
+    if delete && batch {
+        return Err(CliError::Conflict {
+            flag: "-D",
+            with: "-b",
+        });
+    }
+    if positional.len() != wanted {
+        return Err(CliError::MissingValue {
+            flag: "passwd",
+            placeholder: if batch {
+                "FILE USER PASSWORD"
+            } else {
+                "FILE USER"
+            },
+        });
+    }
+    let mut positional = positional.into_iter();
+    let file = PathBuf::from(positional.next().expect("counted"));
+    let user = text_value("passwd USER", positional.next().expect("counted"))?;
+    let password = positional
+        .next()
+        .map(|p| text_value("passwd PASSWORD", p))
+        .transpose()?;
+    Ok(Command::Passwd(PasswdArgs {
+        file,
+        user,
+        create,
+        delete,
+        password,
+    }))
 }
 
 /// The configuration file and the overrides given on the command line.
@@ -145,8 +222,8 @@ pub enum CliError {
     Repeated(&'static str),
     /// An argument that is not a flag (only `check-config`, first, is allowed).
     #[error(
-        "unexpected argument `{0}`: the only subcommand is `check-config` and it must \
-         come first (see `ringmq --help`)"
+        "unexpected argument `{0}`: the subcommands are `check-config` and `passwd`, and \
+         they come first (see `ringmq --help`)"
     )]
     UnexpectedArgument(String),
     /// A flag that cannot be used in this mode.
@@ -189,6 +266,13 @@ where
         if is_first && text == "check-config" {
             check_config = true;
             continue;
+        }
+        if is_first && text == "passwd" {
+            let rest: Vec<OsString> = args.collect();
+            if rest.iter().any(|a| a == "--help" || a == "-h") {
+                return Ok(Command::Help);
+            }
+            return parse_passwd(rest.into_iter());
         }
         let (name, inline) = match text.split_once('=') {
             Some((name, value)) if name.starts_with("--") => (name, Some(OsString::from(value))),
@@ -455,6 +539,38 @@ mod tests {
                 ..Options::default()
             })
         );
+    }
+
+    #[test]
+    fn passwd_subcommand() {
+        let p = |args: &[&str]| parse(args.iter().copied());
+        assert_eq!(
+            p(&["passwd", "-c", "-b", "f", "u", "pw"]).unwrap(),
+            Command::Passwd(PasswdArgs {
+                file: "f".into(),
+                user: "u".into(),
+                create: true,
+                delete: false,
+                password: Some("pw".into()),
+            })
+        );
+        assert_eq!(
+            p(&["passwd", "-D", "f", "u"]).unwrap(),
+            Command::Passwd(PasswdArgs {
+                file: "f".into(),
+                user: "u".into(),
+                create: false,
+                delete: true,
+                password: None,
+            })
+        );
+        assert!(p(&["passwd", "f"]).is_err());
+        assert!(p(&["passwd", "-b", "f", "u"]).is_err());
+        assert!(p(&["passwd", "-c", "-D", "f", "u"]).is_err());
+        assert!(p(&["passwd", "-x", "f", "u"]).is_err());
+        // A password may start with '-' once FILE is given.
+        assert!(p(&["passwd", "-b", "f", "u", "-pw"]).is_ok());
+        assert_eq!(p(&["passwd", "--help"]).unwrap(), Command::Help);
     }
 
     #[test]

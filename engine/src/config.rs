@@ -66,6 +66,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Durable sessions: the per-core log on disk (`[storage]`).
     pub storage: StorageConfig,
+    /// Authentication and authorization (`[auth]`).
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -80,6 +82,60 @@ impl Default for Config {
             sys: SysConfig::default(),
             log: LogConfig::default(),
             storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// Authentication and authorization (the `[auth]` table). `allow_anonymous` stays at the top
+/// level of the file, where it has always been.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Password file in `mosquitto_passwd`'s format; clients with a user name must match it.
+    /// Not set: user names are not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// ACL file in Mosquitto's syntax; when set, anything it does not grant is denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_file: Option<PathBuf>,
+    /// Failed logins allowed from one source address (IPv6: one /64) within
+    /// `failed_login_window_secs`, counted per core; 0 = no limit.
+    pub failed_login_limit: u32,
+    /// The window of `failed_login_limit`, in seconds.
+    pub failed_login_window_secs: u32,
+    /// Source addresses tracked by the limiter per core; the oldest is forgotten when full.
+    pub max_tracked_addresses: u32,
+    /// Largest password or ACL file read, in bytes.
+    pub max_file_bytes: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            password_file: None,
+            acl_file: None,
+            failed_login_limit: 10,
+            failed_login_window_secs: 60,
+            max_tracked_addresses: 10_000,
+            max_file_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The settings of the auth part.
+    pub fn settings(&self, allow_anonymous: bool) -> crate::auth::AuthSettings {
+        crate::auth::AuthSettings {
+            allow_anonymous,
+            password_file: self.password_file.clone(),
+            acl_file: self.acl_file.clone(),
+            max_file_bytes: self.max_file_bytes,
+            limiter: crate::auth::LimiterSettings {
+                limit: self.failed_login_limit,
+                window: std::time::Duration::from_secs(u64::from(self.failed_login_window_secs)),
+                max_tracked_addresses: self.max_tracked_addresses as usize,
+            },
         }
     }
 }
@@ -643,6 +699,31 @@ impl Config {
         if let Err(message) = check_log_level(&self.log.level) {
             return Err(invalid("log.level", message));
         }
+        self.validate_auth()?;
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        for (key, path) in [
+            ("auth.password_file", &a.password_file),
+            ("auth.acl_file", &a.acl_file),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(invalid(
+                    key,
+                    "must not be empty (leave the key out for none)",
+                ));
+            }
+        }
+        check_range(
+            "auth.failed_login_window_secs",
+            a.failed_login_window_secs,
+            1,
+            86_400,
+        )?;
+        check_min("auth.max_tracked_addresses", a.max_tracked_addresses, 1)?;
+        check_range("auth.max_file_bytes", a.max_file_bytes, 1, 1 << 30)?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -167,6 +168,9 @@ pub async fn accepted(stream: TcpStream, ctx: Rc<ConnCtx>) {
         }
         Ok(Ok(c)) => c,
     };
+    if !authenticate(&stream, &connect, peer, &ctx).await {
+        return;
+    }
     let (me, cores) = {
         let core = ctx.core.borrow();
         (core.id, core.settings().cores)
@@ -197,6 +201,43 @@ pub async fn accepted(stream: TcpStream, ctx: Rc<ConnCtx>) {
         return;
     }
     serve(stream, connect, buf, peer, ctx).await;
+}
+
+/// Checks the credentials of a CONNECT on the core that read it, before it moves to its home
+/// core (the failed-login limiter counts per core). On refusal answers CONNACK and closes.
+async fn authenticate(stream: &Stream, connect: &Connect, peer: SocketAddr, ctx: &ConnCtx) -> bool {
+    use crate::auth::Refusal;
+    let verdict = {
+        let mut core = ctx.core.borrow_mut();
+        let verdict = core.auth.authenticate(connect, peer.ip(), Instant::now());
+        if verdict.is_err() {
+            core.stats.auth_failed += 1;
+        }
+        verdict
+    };
+    let Err(refusal) = verdict else {
+        return true;
+    };
+    let client_id = &connect.client_id;
+    let username = connect.username.as_deref().unwrap_or("");
+    match refusal {
+        Refusal::RateLimited { first: true } => tracing::warn!(
+            %peer, %client_id, username,
+            "CONNECT refused: too many failed logins from this address \
+             (auth.failed_login_limit); further refusals in this window are not logged"
+        ),
+        Refusal::RateLimited { first: false } => {}
+        other => {
+            tracing::info!(%peer, %client_id, username, ?other, "CONNECT refused: authentication")
+        }
+    }
+    refuse(
+        stream,
+        connect.protocol,
+        refusal.reason(connect.protocol.is_v5()),
+    )
+    .await;
+    false
 }
 
 /// Serves a connection handed over by another core.

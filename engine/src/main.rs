@@ -27,6 +27,99 @@ fn load(options: &cli::Options) -> Result<Config, String> {
     options.load_config().map_err(|e| e.to_string())
 }
 
+/// Reads the password and ACL files the configuration names; the error names file and line.
+fn load_auth_files(config: &Config) -> Result<ringmq::auth::AuthFiles, String> {
+    let settings = config.auth.settings(config.allow_anonymous);
+    ringmq::auth::AuthFiles::load(&settings).map_err(|e| {
+        let key = if Some(e.file.as_str())
+            == config
+                .auth
+                .password_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .as_deref()
+        {
+            "auth.password_file"
+        } else {
+            "auth.acl_file"
+        };
+        format!("{key}: {e}")
+    })
+}
+
+/// Reads a password from the terminal (echo off, asked twice) or the first line of stdin.
+fn read_password() -> Result<String, String> {
+    use std::io::BufRead as _;
+    use std::io::IsTerminal as _;
+    let stdin = std::io::stdin();
+    let read_line = || -> Result<String, String> {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+    };
+    if !stdin.is_terminal() {
+        return read_line();
+    }
+    // SAFETY: termios calls on our own stdin descriptor with a zeroed, then filled, struct.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    let echo_off = unsafe { libc::tcgetattr(0, &mut saved) } == 0 && {
+        let mut t = saved;
+        t.c_lflag &= !libc::ECHO;
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) == 0 }
+    };
+    let result = (|| {
+        eprint!("Password: ");
+        let first = read_line()?;
+        eprint!("\nReenter password: ");
+        let second = read_line()?;
+        eprintln!();
+        if first != second {
+            return Err("passwords do not match".to_owned());
+        }
+        Ok(first)
+    })();
+    if echo_off {
+        // SAFETY: restores the attributes read above.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &saved) };
+    }
+    result
+}
+
+fn passwd(args: cli::PasswdArgs) -> ExitCode {
+    use ringmq::auth::passwd::{update_file, FileChange};
+    let change = if args.delete {
+        FileChange::Delete
+    } else {
+        let password = match args.password {
+            Some(p) => p,
+            None => match read_password() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("ringmq passwd: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+        };
+        FileChange::Set {
+            password,
+            create: args.create,
+        }
+    };
+    match update_file(&args.file, &args.user, &change) {
+        Ok(done) => {
+            eprintln!("ringmq passwd: {done}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringmq passwd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let command = match cli::parse_env() {
         Ok(c) => c,
@@ -48,17 +141,20 @@ fn main() -> ExitCode {
             print!("{DEFAULT_CONFIG_TOML}");
             ExitCode::SUCCESS
         }
-        Command::CheckConfig(options) => match load(&options) {
-            Ok(config) => {
-                println!("{}", config.to_toml_string());
-                eprintln!("ringmq: configuration is valid");
-                ExitCode::SUCCESS
+        Command::Passwd(args) => passwd(args),
+        Command::CheckConfig(options) => {
+            match load(&options).and_then(|c| load_auth_files(&c).map(|_| c)) {
+                Ok(config) => {
+                    println!("{}", config.to_toml_string());
+                    eprintln!("ringmq: configuration is valid");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ringmq: invalid configuration: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("ringmq: invalid configuration: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Run(options) => {
             let config = match load(&options) {
                 Ok(c) => c,
@@ -82,7 +178,21 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             }
-            let settings = RuntimeSettings::from_config(&config);
+            let auth_files = match load_auth_files(&config) {
+                Ok(files) => files,
+                Err(e) => {
+                    eprintln!("ringmq: cannot start: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            if !config.allow_anonymous && config.auth.password_file.is_none() {
+                tracing::warn!(
+                    "allow_anonymous = false without auth.password_file: any user name is \
+                     accepted without a password check"
+                );
+            }
+            let mut settings = RuntimeSettings::from_config(&config);
+            settings.auth_files = auth_files;
             tracing::info!(
                 cores = settings.core.cores,
                 "ringmq {} starting",

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,12 +32,24 @@ extern "C" fn on_signal(_: libc::c_int) {
     SHUTDOWN.store(true, Ordering::Relaxed);
 }
 
+/// Incremented by SIGHUP; each core's ticker compares it with the value it last saw and then
+/// reloads its own copy of the password and ACL files (cores share no mutable state).
+static RELOAD: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_reload_signal(_: libc::c_int) {
+    RELOAD.fetch_add(1, Ordering::Relaxed);
+}
+
 fn install_signal_handlers() {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(
+            libc::SIGHUP,
+            on_reload_signal as *const () as libc::sighandler_t,
+        );
     }
 }
 
@@ -65,6 +77,10 @@ pub struct RuntimeSettings {
     pub sys_interval: Duration,
     /// Durable sessions (`None`: memory only).
     pub storage: Option<crate::persist::StorageSettings>,
+    /// Authentication and authorization settings.
+    pub auth: crate::auth::AuthSettings,
+    /// The password and ACL files as loaded at start-up (each core reloads its own on SIGHUP).
+    pub auth_files: crate::auth::AuthFiles,
 }
 
 fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<socket2::Socket> {
@@ -214,6 +230,8 @@ async fn core_main(
     retained: Arc<Vec<crate::persist::RecoveredRetained>>,
 ) {
     let core = Rc::new(RefCell::new(Core::new(id, settings.core.clone())));
+    core.borrow_mut().auth =
+        crate::auth::Auth::new(settings.auth.clone(), settings.auth_files.clone());
     let mut flusher = None;
     if let (Some((log, rec)), Some(storage)) = (log, &settings.storage) {
         {
@@ -409,10 +427,23 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 async fn ticker(core: &Rc<RefCell<Core>>, id: CoreId, settings: &RuntimeSettings) {
     let started = Instant::now();
     let mut next_sys = started + settings.sys_interval;
+    let mut reloads_seen = RELOAD.load(Ordering::Relaxed);
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(TICK).await;
         let now = Instant::now();
         let mut c = core.borrow_mut();
+        let reloads = RELOAD.load(Ordering::Relaxed);
+        if reloads != reloads_seen {
+            reloads_seen = reloads;
+            // Small files read on the core's thread, once per SIGHUP.
+            match c.auth.reload() {
+                Ok(()) => tracing::info!(core = id, "SIGHUP: password and ACL files reloaded"),
+                Err(e) => tracing::error!(
+                    core = id,
+                    "SIGHUP: reload failed, the previous rules stay in force: {e}"
+                ),
+            }
+        }
         c.fire_timers(now);
         // One segment at a time: the copy work per tick stays bounded.
         c.compact(now);
@@ -503,6 +534,8 @@ impl RuntimeSettings {
                     log,
                 }
             }),
+            auth: config.auth.settings(config.allow_anonymous),
+            auth_files: crate::auth::AuthFiles::default(),
         }
     }
 }
