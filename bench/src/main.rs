@@ -8,6 +8,7 @@
 
 mod cli;
 mod counter;
+mod offline;
 mod payload;
 mod procfs;
 mod worker;
@@ -86,6 +87,7 @@ fn plan(o: &Options) -> Plan {
                 topic: "bench/fanout".into(),
             });
         }
+        Scenario::Offline => unreachable!("offline has its own driver"),
         Scenario::P2p => {
             publishers = o.pairs;
             for i in 0..o.pairs as u32 {
@@ -129,8 +131,11 @@ fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
 }
 
 fn run(o: &Options) -> Result<(), String> {
-    let plan = plan(o);
     let addr = cli::resolve(&o.host, o.port)?;
+    if o.scenario == Scenario::Offline {
+        return offline::run(o, addr);
+    }
+    let plan = plan(o);
     let threads = o.threads.clamp(1, plan.roles.len());
     let settings = Settings {
         addr,
@@ -507,7 +512,7 @@ fn s_publishers(o: &Options) -> usize {
     match o.scenario {
         Scenario::FanIn => o.publishers,
         Scenario::FanOut => 1,
-        Scenario::P2p => o.pairs,
+        Scenario::P2p | Scenario::Offline => o.pairs,
     }
 }
 
@@ -515,6 +520,6 @@ fn s_subscribers(o: &Options) -> usize {
     match o.scenario {
         Scenario::FanIn => 1,
         Scenario::FanOut => o.subscribers,
-        Scenario::P2p => o.pairs,
+        Scenario::P2p | Scenario::Offline => o.pairs,
     }
 }

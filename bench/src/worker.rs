@@ -14,8 +14,8 @@ use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token, Waker};
 use ringmq_codec::{
-    decode, Ack, Connect, DecodeOptions, Disconnect, Packet, ProtocolVersion, Publish, QoS,
-    Subscribe, SubscribeFilter, SubscriptionOptions, Utf8Bytes,
+    decode, Ack, ConnAck, Connect, DecodeOptions, Disconnect, Packet, Properties, ProtocolVersion,
+    Publish, QoS, Subscribe, SubscribeFilter, SubscriptionOptions, Utf8Bytes,
 };
 
 use crate::counter::{Arrival, StreamCounter};
@@ -242,45 +242,86 @@ struct Conn {
     kind: Kind,
 }
 
-/// Connects, sends CONNECT and waits for a successful CONNACK; returns the stream, the bytes
-/// read past the CONNACK and the server's Receive Maximum (MQTT 5).
-fn connect(s: &Settings, client_id: &str) -> Result<(TcpStream, BytesMut, Option<u16>), String> {
-    let stream = TcpStream::connect_timeout(&s.addr, s.handshake_timeout)
-        .map_err(|e| format!("connect to {}: {e}", s.addr))?;
-    stream
-        .set_nodelay(true)
-        .and_then(|()| stream.set_read_timeout(Some(s.handshake_timeout)))
-        .map_err(|e| format!("socket options: {e}"))?;
-    let connect = Packet::Connect(Box::new(Connect {
-        protocol: s.version,
-        clean_start: true,
-        keep_alive: s.keep_alive_secs,
-        properties: None,
+/// A CONNECT packet: a clean session, or (`persistent = Some(expiry)`) one that the broker keeps
+/// after the connection ends (MQTT 3.1.1 clean session 0; MQTT 5 clean start 0 and a Session
+/// Expiry Interval of `expiry` seconds).
+pub(crate) fn connect_packet(
+    version: ProtocolVersion,
+    client_id: &str,
+    keep_alive_secs: u16,
+    persistent: Option<u32>,
+) -> Result<Packet, String> {
+    let properties = match (version, persistent) {
+        (ProtocolVersion::V5, Some(expiry)) => Some(Box::new(Properties {
+            session_expiry_interval: Some(expiry),
+            ..Properties::default()
+        })),
+        _ => None,
+    };
+    Ok(Packet::Connect(Box::new(Connect {
+        protocol: version,
+        clean_start: persistent.is_none(),
+        keep_alive: keep_alive_secs,
+        properties,
         client_id: Utf8Bytes::try_from(client_id).map_err(|e| format!("client id: {e}"))?,
         will: None,
         username: None,
         password: None,
-    }));
-    let mut stream = stream;
+    })))
+}
+
+/// Connects, sends CONNECT and waits for a successful CONNACK; returns the stream, the bytes
+/// read past the CONNACK and the server's Receive Maximum (MQTT 5).
+fn connect(s: &Settings, client_id: &str) -> Result<(TcpStream, BytesMut, Option<u16>), String> {
+    let (stream, buf, ack) = connect_session(
+        s.addr,
+        s.version,
+        s.keep_alive_secs,
+        s.handshake_timeout,
+        client_id,
+        None,
+    )?;
+    let receive_max = ack.properties.as_ref().and_then(|p| p.receive_maximum);
+    Ok((stream, buf, receive_max))
+}
+
+/// Connects with [`connect_packet`] and waits for a successful CONNACK (blocking, with
+/// `timeout` on each read); returns the stream, the bytes read past the CONNACK and the CONNACK.
+pub(crate) fn connect_session(
+    addr: SocketAddr,
+    version: ProtocolVersion,
+    keep_alive_secs: u16,
+    timeout: Duration,
+    client_id: &str,
+    persistent: Option<u32>,
+) -> Result<(TcpStream, BytesMut, ConnAck), String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .and_then(|()| stream.set_read_timeout(Some(timeout)))
+        .map_err(|e| format!("socket options: {e}"))?;
+    let connect = connect_packet(version, client_id, keep_alive_secs, persistent)?;
     let mut buf = BytesMut::new();
-    send_blocking(&mut stream, &connect, s.version)?;
-    match read_blocking(&mut stream, &mut buf, s.version)? {
-        Packet::ConnAck(ack) if !ack.reason_code.is_error() => {
-            let receive_max = ack.properties.as_ref().and_then(|p| p.receive_maximum);
-            Ok((stream, buf, receive_max))
-        }
+    send_blocking(&mut stream, &connect, version)?;
+    match read_blocking(&mut stream, &mut buf, version)? {
+        Packet::ConnAck(ack) if !ack.reason_code.is_error() => Ok((stream, buf, ack)),
         Packet::ConnAck(ack) => Err(format!("CONNACK refused: {:?}", ack.reason_code)),
         other => Err(format!("expected CONNACK, got {:?}", other.packet_type())),
     }
 }
 
-fn send_blocking(stream: &mut TcpStream, p: &Packet, v: ProtocolVersion) -> Result<(), String> {
+pub(crate) fn send_blocking(
+    stream: &mut TcpStream,
+    p: &Packet,
+    v: ProtocolVersion,
+) -> Result<(), String> {
     let mut out = BytesMut::new();
     p.encode(v, &mut out).map_err(|e| format!("encode: {e}"))?;
     stream.write_all(&out).map_err(|e| format!("write: {e}"))
 }
 
-fn read_blocking(
+pub(crate) fn read_blocking(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     v: ProtocolVersion,
