@@ -300,3 +300,231 @@ fn a_different_core_count_is_refused_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--cores 2"), "{err}");
 }
+
+/// A publisher that stops at the first error (the broker was killed) instead of panicking;
+/// returns the payloads whose acknowledgement exchange completed.
+fn publish_until_killed(
+    mut c: Client,
+    topic: &str,
+    qos: QoS,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<Vec<u8>> {
+    use std::io::Write;
+    let mut acked = Vec::new();
+    for i in 0u32.. {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let payload = format!("{topic}-{i:06}").into_bytes();
+        let id = (i % 60_000 + 1) as u16;
+        let mut out = bytes::BytesMut::new();
+        Packet::Publish(common::publish_packet(topic, &payload, qos, false, id))
+            .encode(c.version, &mut out)
+            .unwrap();
+        if c.stream.write_all(&out).is_err() {
+            break;
+        }
+        let ok = match (qos, c.recv()) {
+            (QoS::AtLeastOnce, Some(Packet::PubAck(a))) => a.packet_id == id,
+            (QoS::ExactlyOnce, Some(Packet::PubRec(a))) if a.packet_id == id => {
+                let mut out = bytes::BytesMut::new();
+                Packet::PubRel(Ack::new(id))
+                    .encode(c.version, &mut out)
+                    .unwrap();
+                c.stream.write_all(&out).is_ok()
+                    && matches!(c.recv(), Some(Packet::PubComp(a)) if a.packet_id == id)
+            }
+            _ => false,
+        };
+        if !ok {
+            break;
+        }
+        acked.push(payload);
+    }
+    acked
+}
+
+/// A small PRNG for kill times, seeded from the clock (the seed is printed).
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_no_acknowledged_message() {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("seed {seed}");
+    // Small segments so that compaction runs while messages flow; an online persistent
+    // subscriber acknowledges everything, making dead records to compact.
+    let mut b = Broker::with_config(
+        CORES,
+        "[storage]\nsegment_size_bytes = 65536\nmax_disk_bytes = 67108864\n",
+    );
+    let v = ProtocolVersion::V5;
+    let offline: Vec<String> = (0..CORES as u16)
+        .map(|c| id_on_core("kill-off", c, CORES))
+        .collect();
+    for id in &offline {
+        let (mut c, _) = persistent(&b, id, v);
+        c.subscribe_ok("kill/#", QoS::ExactlyOnce);
+        c.disconnect();
+    }
+    b.settle();
+    let mut acked: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for round in 0..4 {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let online_id = id_on_core("kill-on", 1, CORES);
+        // A new persistent session each round (clean start, expiry > 0).
+        let (mut online, _) = Client::connect_ok(b.addr, &online_id, v, |c| {
+            c.properties = common::session_expiry(3600);
+        });
+        online.subscribe_ok("kill/#", QoS::AtLeastOnce);
+        b.settle();
+        let delay = 100 + next(&mut seed) % 400;
+        let addr = b.addr;
+        let results = std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for (core, qos) in [(0u16, QoS::AtLeastOnce), (1, QoS::ExactlyOnce)] {
+                let stop = &stop;
+                handles.push(s.spawn(move || {
+                    let id = id_on_core(&format!("kill-pub-{round}"), core, CORES);
+                    let c = Client::connect(addr, &id, v);
+                    let topic = format!("kill/{round}/{core}");
+                    (topic.clone(), publish_until_killed(c, &topic, qos, stop))
+                }));
+            }
+            // The online subscriber acknowledges as it goes, until the broker dies.
+            let reader = s.spawn(move || {
+                while let Some(p) = online.recv_within(Duration::from_secs(2)) {
+                    if let Packet::Publish(p) = p {
+                        let _ = std::io::Write::write_all(&mut online.stream, &{
+                            let mut out = bytes::BytesMut::new();
+                            Packet::PubAck(Ack::new(p.packet_id))
+                                .encode(v, &mut out)
+                                .unwrap();
+                            out
+                        });
+                    }
+                }
+            });
+            std::thread::sleep(Duration::from_millis(delay));
+            b.kill9();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let r: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            reader.join().unwrap();
+            r
+        });
+        for (topic, payloads) in results {
+            acked.entry(topic).or_default().extend(payloads);
+        }
+        b.restart();
+        b.settle();
+    }
+    let total: usize = acked.values().map(Vec::len).sum();
+    assert!(total > 0, "nothing was acknowledged before the kills");
+    for id in &offline {
+        let (mut c, present) = persistent(&b, id, v);
+        assert!(present, "{id}");
+        // Everything acknowledged, perhaps with some messages whose acknowledgement the
+        // publisher did not see; drain until quiet.
+        let mut got: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        while let Some(p) = c.recv_within(Duration::from_secs(1)) {
+            match p {
+                Packet::Publish(p) => {
+                    let ack = Ack::new(p.packet_id);
+                    c.send(&match p.qos {
+                        QoS::ExactlyOnce => Packet::PubRec(ack),
+                        _ => Packet::PubAck(ack),
+                    });
+                    got.entry(p.topic.to_string())
+                        .or_default()
+                        .push(p.payload.to_vec());
+                }
+                Packet::PubRel(a) => c.send(&Packet::PubComp(Ack::new(a.packet_id))),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        for (topic, want) in &acked {
+            let have = got.get(topic).cloned().unwrap_or_default();
+            let mut sorted = have.clone();
+            sorted.sort();
+            assert!(have == sorted, "{id} {topic}: out of order (seed {seed})");
+            if topic.ends_with("/1") {
+                let mut dedup = sorted.clone();
+                dedup.dedup();
+                assert_eq!(
+                    dedup.len(),
+                    have.len(),
+                    "{id} {topic}: QoS 2 twice (seed {seed})"
+                );
+            }
+            for w in want {
+                assert!(
+                    have.binary_search(w).is_ok() || sorted.binary_search(w).is_ok(),
+                    "{id} {topic}: acknowledged message {} lost (seed {seed}; {} acknowledged, {} received)",
+                    String::from_utf8_lossy(w),
+                    want.len(),
+                    have.len()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_full_quota_refuses_persistent_messages_with_0x97_and_recovers() {
+    let b = Broker::with_config(
+        1,
+        "[storage]\nsegment_size_bytes = 65536\nmax_disk_bytes = 262144\n",
+    );
+    let v = ProtocolVersion::V5;
+    let (mut sub, _) = persistent(&b, "quota-sub", v);
+    sub.subscribe_ok("quota/t", QoS::AtLeastOnce);
+    sub.disconnect();
+    let mut publ = Client::connect(b.addr, "quota-pub", v);
+    let payload = |i: u16| {
+        let mut p = format!("{i:05}").into_bytes();
+        p.resize(2048, b'q');
+        p
+    };
+    let mut refused_at = None;
+    for i in 1..=400u16 {
+        publ.publish("quota/t", &payload(i), QoS::AtLeastOnce, false);
+        match publ.expect() {
+            Packet::PubAck(a) if a.reason_code == ringmq_codec::ReasonCode::Success => {}
+            Packet::PubAck(a) if a.reason_code == ringmq_codec::ReasonCode::QuotaExceeded => {
+                refused_at = Some(i);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let n = refused_at.expect("the quota was never reached") as usize;
+    assert!(n > 50, "refused too early: {n}");
+    // The session drains what was stored (and the refused one, delivered from memory).
+    let (mut sub, _) = persistent(&b, "quota-sub", v);
+    let got = receive(&mut sub, n);
+    assert!(got.len() >= n - 1);
+    sub.disconnect();
+    // Compaction frees the space: stored again after a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for i in 1000.. {
+        publ.publish("quota/t", &payload(i), QoS::AtLeastOnce, false);
+        match publ.expect() {
+            Packet::PubAck(a) if a.reason_code == ringmq_codec::ReasonCode::Success => break,
+            Packet::PubAck(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "space never came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
