@@ -1064,18 +1064,24 @@ impl Core {
                 agg.sub_ids.push(id);
             }
         });
+        let delivery = |agg: Agg| Delivery {
+            msg: msg.clone(),
+            qos: msg.qos.min(agg.qos),
+            retain: agg.retain_as_published && msg.retain,
+            sub_ids: agg.sub_ids,
+            stored: 0,
+        };
+        if self.store.is_none() || msg.qos == QoS::AtMostOnce || self.persistent_subs == 0 {
+            // Nothing to store: straight to the sessions, no batch to build.
+            for (sid, agg) in scratch.drain() {
+                self.deliver_to(sid, delivery(agg), now);
+            }
+            self.scratch = scratch;
+            return;
+        }
         let mut batch: Vec<(SessionId, Delivery)> = scratch
             .drain()
-            .map(|(sid, agg)| {
-                let d = Delivery {
-                    msg: msg.clone(),
-                    qos: msg.qos.min(agg.qos),
-                    retain: agg.retain_as_published && msg.retain,
-                    sub_ids: agg.sub_ids,
-                    stored: 0,
-                };
-                (sid, d)
-            })
+            .map(|(sid, agg)| (sid, delivery(agg)))
             .collect();
         self.scratch = scratch;
         self.persist_deliveries(msg, &mut batch, now);
