@@ -252,10 +252,15 @@ run_a() { # broker rep
     if [ -n "$recorder" ]; then
         kill -INT "$recorder"
         wait "$recorder" || true
-        perf report -i "$OUT/a-publish.perf.data" --no-children --stdio --percent-limit 0.7 \
-            2> /dev/null | head -150 > "$OUT/a-publish.perf.txt" || true
-        perf report -i "$OUT/a-publish.perf.data" --no-children --stdio --sort dso \
-            2> /dev/null | grep -v '^#' | grep . | head -15 > "$OUT/a-publish.perf-dso.txt" || true
+        {
+            for sort in comm dso sym; do
+                echo "== by $sort"
+                perf report -i "$OUT/a-publish.perf.data" --no-children --stdio -g none \
+                    --sort "$sort" --percent-limit 0.3 2> /dev/null | grep -v '^#' | grep . | head -60
+            done
+        } > "$OUT/a-publish.perf.txt" || true
+        perf report -i "$OUT/a-publish.perf.data" --no-children --stdio --percent-limit 2 \
+            2> /dev/null | head -400 > "$OUT/a-publish.perf-callers.txt" || true
         log "profile: $OUT/a-publish.perf.txt"
     fi
     # Batches of 100: Mosquitto listens with a backlog of 100, and a batch of 1,000 connections
@@ -388,8 +393,8 @@ if any(k.startswith("a-") for k in by):
     print(f"### a. QoS 1 into {a0['sessions']:,} offline sessions: {a0['publishers']} publishers, "
           f"{a0['messages']:,} messages of {a0['payload_bytes']} B, window {a0['inflight']}")
     print()
-    print("| broker | acknowledged msgs/s (runs) | broker CPU-s | **msgs per broker CPU-second** (runs) | ratio | broker RSS after publishing (MiB) | sessions/s created | drain deliveries/s | lost / dup / reordered |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| broker | acknowledged msgs/s (runs) | broker CPU-s | **msgs per broker CPU-second** (runs) | ratio | broker RSS after publishing (MiB) | sessions/s created | drain deliveries/s | lost / dup / reordered | drain stalls: batches / sessions complete on retry |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     percpu = {}
     for b in ("ringmq-always", "mosquitto", "ringmq-never"):
         pubs = [r["publish"] for r in runs(f"a-{b}-") if r["phase"] == "publish"]
@@ -405,7 +410,8 @@ if any(k.startswith("a-") for k in by):
               f"| {fmt(med([p['broker_rss_kib'] for p in pubs]) / 1024, 1)} "
               f"| {fmt(med([s['sessions_per_s'] for s in setups]))} "
               f"| {fmt(med([d['deliveries_per_s'] for d in drains]))} "
-              f"| {sum(d['lost'] for d in drains)} / {sum(d['duplicated'] for d in drains)} / {sum(d['reordered'] for d in drains)} |")
+              f"| {sum(d['lost'] for d in drains)} / {sum(d['duplicated'] for d in drains)} / {sum(d['reordered'] for d in drains)} "
+              f"| {sum(d.get('stalled_batches', 0) for d in drains)} / {sum(d.get('completed_on_retry', 0) for d in drains)} |")
     print()
     msgs = {b: med([r["publish"]["msgs_per_s"] for r in runs(f"a-{b}-") if r["phase"] == "publish"])
             for b in percpu}
@@ -441,7 +447,8 @@ if "c-recovery" in by:
               f"`ringmq listening on` after {r['listening_ms']} ms, RSS {r['rss_kib_after_1s'] / 1024:.1f} MiB")
     print(f"- drain: {d['received']:,} delivered of {d['expected']:,} acknowledged in {d['secs']:.1f} s "
           f"({fmt(d['deliveries_per_s'])}/s); lost {d['lost']}, duplicated {d['duplicated']}, reordered {d['reordered']}, "
-          f"unexpected {d['unexpected']}, sessions not present {d['sessions_not_present']}, complete {d['complete']}")
+          f"unexpected {d['unexpected']}, sessions not present {d['sessions_not_present']}, complete {d['complete']}; "
+          f"stalled batches {d.get('stalled_batches', 0)}, sessions complete only on retry {d.get('completed_on_retry', 0)}")
     print()
 
 if "d-size" in by:

@@ -894,6 +894,8 @@ pub struct Tally {
     pub sessions_with_loss: u64,
     /// Sessions the broker no longer had (CONNACK session present = 0).
     pub sessions_not_present: u64,
+    /// Sessions whose reconnection never got a CONNACK.
+    pub sessions_no_connack: u64,
 }
 
 impl Tally {
@@ -907,6 +909,7 @@ impl Tally {
         self.unacked_delivered += o.unacked_delivered;
         self.sessions_with_loss += o.sessions_with_loss;
         self.sessions_not_present += o.sessions_not_present;
+        self.sessions_no_connack += o.sessions_no_connack;
     }
 }
 
@@ -921,6 +924,10 @@ pub struct SessionCheck {
     received: u64,
     /// Streams still missing acknowledged messages.
     incomplete: usize,
+    /// CONNACKs received on reconnecting.
+    connacks: u32,
+    /// Whether a CONNACK said the broker had no session for it.
+    not_present: bool,
 }
 
 impl SessionCheck {
@@ -946,6 +953,8 @@ impl SessionCheck {
             foreign: 0,
             received: 0,
             incomplete,
+            connacks: 0,
+            not_present: false,
         }
     }
 
@@ -1006,6 +1015,8 @@ impl SessionCheck {
             }
         }
         t.sessions_with_loss = u64::from(t.lost > 0);
+        t.sessions_not_present = u64::from(self.not_present);
+        t.sessions_no_connack = u64::from(self.connacks == 0);
         t
     }
 }
@@ -1027,8 +1038,8 @@ struct DrainConn {
     writable: bool,
     closed: Option<String>,
     step: DrainStep,
-    check: SessionCheck,
-    present: bool,
+    /// Its session's index in the batch.
+    idx: usize,
 }
 
 struct DrainReport {
@@ -1039,6 +1050,13 @@ struct DrainReport {
     errors: Vec<String>,
     complete: bool,
     worst: Vec<(usize, u64)>,
+    /// Batches that went `--drain-idle-ms` without a packet while sessions still missed
+    /// messages.
+    stalled_batches: u64,
+    /// Sessions reconnected again after such a stall (counting each retry).
+    sessions_retried: u64,
+    /// Sessions that got everything only on a retry.
+    completed_on_retry: u64,
 }
 
 impl DrainReport {
@@ -1057,6 +1075,16 @@ impl DrainReport {
             "  lost {} (in {} sessions), duplicated {}, reordered {}, unexpected {}, unacknowledged but delivered {}, sessions not present {}",
             t.lost, t.sessions_with_loss, t.duplicated, t.reordered, t.unexpected, t.unacked_delivered, t.sessions_not_present
         );
+        if self.stalled_batches > 0 || t.sessions_no_connack > 0 {
+            println!(
+                "  STALLS       {} batches went {} without a packet while sessions missed messages; {} sessions reconnected again, {} of them then complete; {} sessions never got a CONNACK",
+                self.stalled_batches,
+                format_args!("{} ms", o.drain_idle_ms),
+                self.sessions_retried,
+                self.completed_on_retry,
+                t.sessions_no_connack,
+            );
+        }
         for (s, lost) in &self.worst {
             println!("    session {s} lost {lost}");
         }
@@ -1092,6 +1120,10 @@ impl DrainReport {
             "unacked_delivered": t.unacked_delivered,
             "sessions_with_loss": t.sessions_with_loss,
             "sessions_not_present": t.sessions_not_present,
+            "sessions_no_connack": t.sessions_no_connack,
+            "stalled_batches": self.stalled_batches,
+            "sessions_retried": self.sessions_retried,
+            "completed_on_retry": self.completed_on_retry,
             "complete": self.complete,
             "errors": self.errors.len(),
             "broker_cpu_s": self.broker_cpu_s.map(|c| round(c, 3)),
@@ -1108,6 +1140,9 @@ struct DrainPart {
     errors: Vec<String>,
     complete: bool,
     worst: Vec<(usize, u64)>,
+    stalled_batches: u64,
+    sessions_retried: u64,
+    completed_on_retry: u64,
 }
 
 fn drain(o: &Options, addr: SocketAddr, state: &State) -> Result<DrainReport, String> {
@@ -1123,34 +1158,7 @@ fn drain(o: &Options, addr: SocketAddr, state: &State) -> Result<DrainReport, St
             .map(|t| {
                 scope.spawn(move || {
                     let mine: Vec<usize> = (t..sessions).step_by(threads).collect();
-                    let mut tally = Tally::default();
-                    let mut errors = Vec::new();
-                    let mut complete = true;
-                    let mut worst = Vec::new();
-                    for batch in mine.chunks(per_batch) {
-                        if Instant::now() >= deadline {
-                            complete = false;
-                            errors.push("drain: --drain-max-secs reached".into());
-                            break;
-                        }
-                        let ok = drain_batch(
-                            addr,
-                            state,
-                            batch,
-                            idle,
-                            deadline,
-                            &mut tally,
-                            &mut errors,
-                            &mut worst,
-                        );
-                        complete &= ok;
-                    }
-                    DrainPart {
-                        tally,
-                        errors,
-                        complete,
-                        worst,
-                    }
+                    drain_sessions(addr, state, &mine, per_batch, idle, deadline)
                 })
             })
             .collect();
@@ -1169,42 +1177,123 @@ fn drain(o: &Options, addr: SocketAddr, state: &State) -> Result<DrainReport, St
         errors: Vec::new(),
         complete: true,
         worst: Vec::new(),
+        stalled_batches: 0,
+        sessions_retried: 0,
+        completed_on_retry: 0,
     };
     for part in results {
         report.tally.add(&part.tally);
         report.errors.extend(part.errors);
         report.complete &= part.complete;
         report.worst.extend(part.worst);
+        report.stalled_batches += part.stalled_batches;
+        report.sessions_retried += part.sessions_retried;
+        report.completed_on_retry += part.completed_on_retry;
     }
     report.worst.sort_by_key(|w| std::cmp::Reverse(w.1));
     report.worst.truncate(5);
     Ok(report)
 }
 
-/// Drains one batch of sessions; false when it ended on the idle limit or the deadline with
-/// sessions still missing messages (or connections failing).
-#[allow(clippy::too_many_arguments)]
+/// Times a session that did not get all its messages is reconnected after its batch stalled.
+const DRAIN_RETRIES: usize = 2;
+
+/// Drains `sessions` a batch at a time, then retries those that stalled; one thread.
+fn drain_sessions(
+    addr: SocketAddr,
+    state: &State,
+    sessions: &[usize],
+    per_batch: usize,
+    idle: Duration,
+    deadline: Instant,
+) -> DrainPart {
+    let mut part = DrainPart {
+        tally: Tally::default(),
+        errors: Vec::new(),
+        complete: true,
+        worst: Vec::new(),
+        stalled_batches: 0,
+        sessions_retried: 0,
+        completed_on_retry: 0,
+    };
+    let finish = |part: &mut DrainPart, c: &SessionCheck| {
+        let t = c.tally();
+        if t.lost > 0 {
+            part.worst.push((c.s, t.lost));
+            part.complete = false;
+        }
+        part.tally.add(&t);
+    };
+    let mut retry: Vec<SessionCheck> = Vec::new();
+    for batch in sessions.chunks(per_batch) {
+        let mut checks: Vec<SessionCheck> =
+            batch.iter().map(|&s| SessionCheck::new(state, s)).collect();
+        if Instant::now() < deadline
+            && drain_batch(addr, state, &mut checks, idle, deadline, &mut part.errors)
+        {
+            part.stalled_batches += 1;
+        }
+        for c in checks {
+            if c.complete() {
+                finish(&mut part, &c);
+            } else {
+                retry.push(c);
+            }
+        }
+    }
+    for _ in 0..DRAIN_RETRIES {
+        if retry.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        part.sessions_retried += retry.len() as u64;
+        for chunk in retry.chunks_mut(per_batch) {
+            if drain_batch(addr, state, chunk, idle, deadline, &mut part.errors) {
+                part.stalled_batches += 1;
+            }
+        }
+        let mut still = Vec::new();
+        for c in retry {
+            if c.complete() {
+                part.completed_on_retry += 1;
+                finish(&mut part, &c);
+            } else {
+                still.push(c);
+            }
+        }
+        retry = still;
+    }
+    if Instant::now() >= deadline && !retry.is_empty() {
+        part.errors.push("drain: --drain-max-secs reached".into());
+    }
+    for c in &retry {
+        finish(&mut part, c);
+    }
+    part.worst.sort_by_key(|w| std::cmp::Reverse(w.1));
+    part.worst.truncate(5);
+    part
+}
+
+/// Reconnects one batch of sessions and takes what the broker sends them until each has every
+/// acknowledged message; returns true when it stalled: gave up after `idle` without a packet
+/// (or at the deadline) with sessions still incomplete. Connection failures go to `errors`.
 fn drain_batch(
     addr: SocketAddr,
     state: &State,
-    batch: &[usize],
+    checks: &mut [SessionCheck],
     idle: Duration,
     deadline: Instant,
-    tally: &mut Tally,
     errors: &mut Vec<String>,
-    worst: &mut Vec<(usize, u64)>,
 ) -> bool {
     let version = state.version;
     let matching = state.layout.matching;
     let options = DecodeOptions::new(version);
     let Ok(mut poll) = Poll::new() else {
         errors.push("mio poll".into());
-        return false;
+        return true;
     };
-    let mut conns: Vec<DrainConn> = Vec::with_capacity(batch.len());
-    for &s in batch {
-        let id = session_id(&state.client_prefix, s);
-        let check = SessionCheck::new(state, s);
+    let mut conns: Vec<DrainConn> = Vec::with_capacity(checks.len());
+    for (idx, check) in checks.iter().enumerate() {
+        let id = session_id(&state.client_prefix, check.s);
         let opened = (|| -> Result<TcpStream, String> {
             let mut stream = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)
                 .map_err(|e| format!("connect: {e}"))?;
@@ -1229,8 +1318,7 @@ fn drain_batch(
                     writable: true,
                     closed: None,
                     step: DrainStep::Connecting,
-                    check,
-                    present: true,
+                    idx,
                 };
                 if let Err(e) = poll.registry().register(
                     &mut c.stream,
@@ -1238,40 +1326,22 @@ fn drain_batch(
                     Interest::READABLE | Interest::WRITABLE,
                 ) {
                     errors.push(format!("{id}: mio register: {e}"));
-                    tally.add(&c.check.tally());
                     continue;
                 }
                 conns.push(c);
             }
-            Err(e) => {
-                errors.push(format!("{id}: {e}"));
-                let t = check.tally();
-                worst.push((s, t.lost));
-                tally.add(&t);
-            }
+            Err(e) => errors.push(format!("{id}: {e}")),
         }
     }
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; 64 * 1024];
     let mut last_progress = Instant::now();
-    let mut ok = true;
     loop {
         if conns.iter().all(|c| matches!(c.step, DrainStep::Done)) {
             break;
         }
         let now = Instant::now();
         if now >= deadline || now.duration_since(last_progress) >= idle {
-            // Give up on what is left.
-            for c in conns.iter_mut() {
-                match c.step {
-                    DrainStep::Done => {}
-                    DrainStep::Closing => c.step = DrainStep::Done,
-                    _ => {
-                        ok = false;
-                        c.step = DrainStep::Done;
-                    }
-                }
-            }
             break;
         }
         let busy = conns.iter().any(|c| {
@@ -1285,7 +1355,7 @@ fn drain_batch(
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 errors.push(format!("poll: {e}"));
-                return false;
+                return true;
             }
         }
         for ev in events.iter() {
@@ -1301,6 +1371,7 @@ fn drain_batch(
             if matches!(c.step, DrainStep::Done) {
                 continue;
             }
+            let check = &mut checks[c.idx];
             if c.readable {
                 let eof = read_into(
                     &mut c.stream,
@@ -1326,11 +1397,12 @@ fn drain_batch(
                                     .get_or_insert(format!("CONNACK refused: {:?}", a.reason_code));
                                 break;
                             }
-                            c.present = a.session_present;
+                            check.connacks += 1;
+                            check.not_present |= !a.session_present;
                             c.step = DrainStep::Draining;
                         }
                         Packet::Publish(p) => {
-                            c.check.record(matching, p.topic.as_bytes(), &p.payload);
+                            check.record(matching, p.topic.as_bytes(), &p.payload);
                             if p.qos != QoS::AtMostOnce {
                                 let _ = Packet::PubAck(Ack::new(p.packet_id))
                                     .encode(version, &mut c.wbuf);
@@ -1350,18 +1422,17 @@ fn drain_batch(
                         }
                     }
                 }
-                if matches!(c.step, DrainStep::Draining) && c.check.complete() {
+                if matches!(c.step, DrainStep::Draining) && check.complete() {
                     // Everything acknowledged arrived: acknowledge, then leave.
                     let _ = Packet::Disconnect(Disconnect::NORMAL).encode(version, &mut c.wbuf);
                     c.step = DrainStep::Closing;
                 }
                 if eof {
                     if !matches!(c.step, DrainStep::Closing) {
-                        ok = false;
                         let why = c.closed.clone().unwrap_or_default();
                         errors.push(format!(
                             "{}: {why}",
-                            session_id(&state.client_prefix, c.check.s)
+                            session_id(&state.client_prefix, check.s)
                         ));
                     }
                     c.step = DrainStep::Done;
@@ -1373,10 +1444,9 @@ fn drain_batch(
                 write_out(&mut c.stream, &mut c.wbuf, &mut c.writable, &mut closed);
                 if let Some(e) = closed {
                     if !matches!(c.step, DrainStep::Closing) {
-                        ok = false;
                         errors.push(format!(
                             "{}: {e}",
-                            session_id(&state.client_prefix, c.check.s)
+                            session_id(&state.client_prefix, check.s)
                         ));
                     }
                     c.step = DrainStep::Done;
@@ -1384,17 +1454,7 @@ fn drain_batch(
             }
         }
     }
-    for c in &conns {
-        let mut t = c.check.tally();
-        t.sessions_not_present = u64::from(!c.present);
-        if t.lost > 0 {
-            worst.push((c.check.s, t.lost));
-        }
-        tally.add(&t);
-    }
-    worst.sort_by_key(|w| std::cmp::Reverse(w.1));
-    worst.truncate(5);
-    ok && conns.iter().all(|c| c.check.complete())
+    checks.iter().any(|c| !c.complete()) && conns.iter().any(|c| !matches!(c.step, DrainStep::Done))
 }
 
 #[cfg(test)]
@@ -1551,6 +1611,7 @@ mod tests {
                 unacked_delivered: 1,
                 sessions_with_loss: 0,
                 sessions_not_present: 0,
+                sessions_no_connack: 1,
             }
         );
         // A session that got nothing lost everything acknowledged for it.
