@@ -1291,6 +1291,7 @@ fn drain_batch(
         errors.push("mio poll".into());
         return true;
     };
+    let started = Instant::now();
     let mut conns: Vec<DrainConn> = Vec::with_capacity(checks.len());
     for (idx, check) in checks.iter().enumerate() {
         let id = session_id(&state.client_prefix, check.s);
@@ -1454,7 +1455,32 @@ fn drain_batch(
             }
         }
     }
-    checks.iter().any(|c| !c.complete()) && conns.iter().any(|c| !matches!(c.step, DrainStep::Done))
+    let stalled = checks.iter().any(|c| !c.complete())
+        && conns.iter().any(|c| !matches!(c.step, DrainStep::Done));
+    if stalled {
+        // Where each unfinished session was when the batch gave up.
+        let (mut no_connack, mut nothing, mut partly) = (0, 0, 0);
+        for c in &conns {
+            let check = &checks[c.idx];
+            match c.step {
+                DrainStep::Connecting => no_connack += 1,
+                DrainStep::Draining if check.received == 0 => nothing += 1,
+                DrainStep::Draining => partly += 1,
+                _ => {}
+            }
+        }
+        errors.push(format!(
+            "stall: batch of {} sessions from {}, {:.3} s after its start: {} sessions without CONNACK, {} with CONNACK and no message, {} part-drained; nothing for {} ms",
+            checks.len(),
+            session_id(&state.client_prefix, checks[0].s),
+            started.elapsed().as_secs_f64(),
+            no_connack,
+            nothing,
+            partly,
+            idle.as_millis()
+        ));
+    }
+    stalled
 }
 
 #[cfg(test)]
