@@ -231,6 +231,7 @@ size_of() { # dir: "apparent-bytes allocated-bytes"
 A_ARGS=(--sessions 1000 --publishers 10 --messages "$A_MESSAGES" --inflight 32 --payload-bytes 64)
 run_a() { # broker rep
     local broker=$1 rep=$2 name="a-$1-$2" port args
+    : > "$OUT/$name.log"
     if [ "$broker" = mosquitto ]; then
         start_mosquitto "$OUT/$name.log"
         port=$MOSQUITTO_PORT
@@ -291,6 +292,7 @@ if want b; then
     for rep in $(seq 1 "$REPS"); do
         name="b-ringmq-$rep"
         new_data
+        : > "$OUT/$name.log"
         start_ringmq "$OUT/ringmq-always.toml" 2 "$DATA" "$OUT/$name.log"
         bench "$name" 300 --port "$RINGMQ_PORT" --broker-pid "$BROKER_PID" --label ringmq-always \
             --sessions 1000 --publishers 1 --messages "$B_MESSAGES" --inflight 1 --payload-bytes 64 \
@@ -348,6 +350,7 @@ if want d; then
     log "part d: --cores 1, 1,000 sessions on bench/off/+, one 1 KiB QoS 1 message"
     name=d-ringmq
     new_data
+    : > "$OUT/$name.log"
     start_ringmq "$OUT/ringmq-always.toml" 1 "$DATA" "$OUT/$name.log"
     d_args=(--port "$RINGMQ_PORT" --broker-pid "$BROKER_PID" --label ringmq --sessions 1000
         --match all --publishers 1 --payload-bytes 1024 --client-prefix "$name"
@@ -393,8 +396,8 @@ if any(k.startswith("a-") for k in by):
     print(f"### a. QoS 1 into {a0['sessions']:,} offline sessions: {a0['publishers']} publishers, "
           f"{a0['messages']:,} messages of {a0['payload_bytes']} B, window {a0['inflight']}")
     print()
-    print("| broker | acknowledged msgs/s (runs) | broker CPU-s | **msgs per broker CPU-second** (runs) | ratio | broker RSS after publishing (MiB) | sessions/s created | drain deliveries/s | lost / dup / reordered | drain stalls: batches / sessions complete on retry |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| broker | acknowledged msgs/s (runs) | broker CPU-s | **msgs per broker CPU-second** (runs) | ratio | broker RSS after publishing (MiB) | sessions/s created | drain deliveries/s | lost / dup / reordered | drain stalls: batches / sessions complete on retry | longest drain silence (ms) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     percpu = {}
     for b in ("ringmq-always", "mosquitto", "ringmq-never"):
         pubs = [r["publish"] for r in runs(f"a-{b}-") if r["phase"] == "publish"]
@@ -411,7 +414,8 @@ if any(k.startswith("a-") for k in by):
               f"| {fmt(med([s['sessions_per_s'] for s in setups]))} "
               f"| {fmt(med([d['deliveries_per_s'] for d in drains]))} "
               f"| {sum(d['lost'] for d in drains)} / {sum(d['duplicated'] for d in drains)} / {sum(d['reordered'] for d in drains)} "
-              f"| {sum(d.get('stalled_batches', 0) for d in drains)} / {sum(d.get('completed_on_retry', 0) for d in drains)} |")
+              f"| {sum(d.get('stalled_batches', 0) for d in drains)} / {sum(d.get('completed_on_retry', 0) for d in drains)} "
+              f"| {fmt(max((d.get('longest_silence_ms') or 0) for d in drains))} |")
     print()
     msgs = {b: med([r["publish"]["msgs_per_s"] for r in runs(f"a-{b}-") if r["phase"] == "publish"])
             for b in percpu}
@@ -448,7 +452,8 @@ if "c-recovery" in by:
     print(f"- drain: {d['received']:,} delivered of {d['expected']:,} acknowledged in {d['secs']:.1f} s "
           f"({fmt(d['deliveries_per_s'])}/s); lost {d['lost']}, duplicated {d['duplicated']}, reordered {d['reordered']}, "
           f"unexpected {d['unexpected']}, sessions not present {d['sessions_not_present']}, complete {d['complete']}; "
-          f"stalled batches {d.get('stalled_batches', 0)}, sessions complete only on retry {d.get('completed_on_retry', 0)}")
+          f"stalled batches {d.get('stalled_batches', 0)}, sessions complete only on retry {d.get('completed_on_retry', 0)}, "
+          f"longest silence {d.get('longest_silence_ms', 'n/a')} ms")
     print()
 
 if "d-size" in by:

@@ -1057,6 +1057,8 @@ struct DrainReport {
     sessions_retried: u64,
     /// Sessions that got everything only on a retry.
     completed_on_retry: u64,
+    /// The longest time a batch went without a packet while it waited for one.
+    longest_silence: Duration,
 }
 
 impl DrainReport {
@@ -1074,6 +1076,10 @@ impl DrainReport {
         println!(
             "  lost {} (in {} sessions), duplicated {}, reordered {}, unexpected {}, unacknowledged but delivered {}, sessions not present {}",
             t.lost, t.sessions_with_loss, t.duplicated, t.reordered, t.unexpected, t.unacked_delivered, t.sessions_not_present
+        );
+        println!(
+            "  longest silence while waiting for a packet: {:.1} ms",
+            self.longest_silence.as_secs_f64() * 1e3
         );
         if self.stalled_batches > 0 || t.sessions_no_connack > 0 {
             println!(
@@ -1124,6 +1130,7 @@ impl DrainReport {
             "stalled_batches": self.stalled_batches,
             "sessions_retried": self.sessions_retried,
             "completed_on_retry": self.completed_on_retry,
+            "longest_silence_ms": round(self.longest_silence.as_secs_f64() * 1e3, 1),
             "complete": self.complete,
             "errors": self.errors.len(),
             "broker_cpu_s": self.broker_cpu_s.map(|c| round(c, 3)),
@@ -1143,6 +1150,7 @@ struct DrainPart {
     stalled_batches: u64,
     sessions_retried: u64,
     completed_on_retry: u64,
+    longest_silence: Duration,
 }
 
 fn drain(o: &Options, addr: SocketAddr, state: &State) -> Result<DrainReport, String> {
@@ -1180,6 +1188,7 @@ fn drain(o: &Options, addr: SocketAddr, state: &State) -> Result<DrainReport, St
         stalled_batches: 0,
         sessions_retried: 0,
         completed_on_retry: 0,
+        longest_silence: Duration::ZERO,
     };
     for part in results {
         report.tally.add(&part.tally);
@@ -1189,6 +1198,7 @@ fn drain(o: &Options, addr: SocketAddr, state: &State) -> Result<DrainReport, St
         report.stalled_batches += part.stalled_batches;
         report.sessions_retried += part.sessions_retried;
         report.completed_on_retry += part.completed_on_retry;
+        report.longest_silence = report.longest_silence.max(part.longest_silence);
     }
     report.worst.sort_by_key(|w| std::cmp::Reverse(w.1));
     report.worst.truncate(5);
@@ -1215,6 +1225,7 @@ fn drain_sessions(
         stalled_batches: 0,
         sessions_retried: 0,
         completed_on_retry: 0,
+        longest_silence: Duration::ZERO,
     };
     let finish = |part: &mut DrainPart, c: &SessionCheck| {
         let t = c.tally();
@@ -1229,7 +1240,15 @@ fn drain_sessions(
         let mut checks: Vec<SessionCheck> =
             batch.iter().map(|&s| SessionCheck::new(state, s)).collect();
         if Instant::now() < deadline
-            && drain_batch(addr, state, &mut checks, idle, deadline, &mut part.errors)
+            && drain_batch(
+                addr,
+                state,
+                &mut checks,
+                idle,
+                deadline,
+                &mut part.errors,
+                &mut part.longest_silence,
+            )
         {
             part.stalled_batches += 1;
         }
@@ -1247,7 +1266,15 @@ fn drain_sessions(
         }
         part.sessions_retried += retry.len() as u64;
         for chunk in retry.chunks_mut(per_batch) {
-            if drain_batch(addr, state, chunk, idle, deadline, &mut part.errors) {
+            if drain_batch(
+                addr,
+                state,
+                chunk,
+                idle,
+                deadline,
+                &mut part.errors,
+                &mut part.longest_silence,
+            ) {
                 part.stalled_batches += 1;
             }
         }
@@ -1283,6 +1310,7 @@ fn drain_batch(
     idle: Duration,
     deadline: Instant,
     errors: &mut Vec<String>,
+    longest_silence: &mut Duration,
 ) -> bool {
     let version = state.version;
     let matching = state.layout.matching;
@@ -1390,7 +1418,9 @@ fn drain_batch(
                             break;
                         }
                     };
-                    last_progress = Instant::now();
+                    let now = Instant::now();
+                    *longest_silence = (*longest_silence).max(now - last_progress);
+                    last_progress = now;
                     match packet {
                         Packet::ConnAck(a) if matches!(c.step, DrainStep::Connecting) => {
                             if a.reason_code.is_error() {
