@@ -296,6 +296,9 @@ pub struct Core {
     pub auth: Auth,
 }
 
+/// Live records copied per compaction step (a few hundred microseconds of work).
+pub const COMPACT_STEP_RECORDS: usize = 256;
+
 fn protocol_of(level: u8) -> Option<ringmq_codec::ProtocolVersion> {
     use ringmq_codec::ProtocolVersion as V;
     match level {
@@ -996,7 +999,7 @@ impl Core {
         if msg.retain {
             self.store_retained(&msg);
             if let Some(store) = self.store.as_mut().filter(|_| !msg.topic.starts_with('$')) {
-                let set = (!msg.payload.is_empty()).then_some(&*msg);
+                let set = (!msg.payload.is_empty()).then_some(&msg);
                 store.retain(&msg.topic, set, now);
             }
             self.broadcast(|| MeshMsg::Retain(msg.clone()));
@@ -1883,12 +1886,27 @@ impl Core {
             m.expires_at = persist::unix_ms_to_instant(expires_unix, now, now_unix);
             Some(Arc::new(m))
         };
-        for e in retained {
-            if e.core != usize::from(self.id) {
-                if let Some(store) = self.store.as_mut() {
+        // This core's own retained records: adopted when they won the merge across cores,
+        // superseded (a tombstone) when another core's record of the topic is newer.
+        let winners: HashMap<&str, (usize, u64)> = retained
+            .iter()
+            .map(|e| (e.topic.as_str(), (e.core, e.at_unix_ms)))
+            .collect();
+        for e in &rec.retained {
+            let (Some(pos), Some(bytes)) = (e.pos, e.publish.as_deref()) else {
+                continue;
+            };
+            let Some(m) = message(bytes, e.expires_at_unix_ms) else {
+                continue;
+            };
+            if let Some(store) = self.store.as_mut() {
+                store.adopt_retained(&e.topic, pos, m);
+                if winners.get(e.topic.as_str()) != Some(&(e.core, e.at_unix_ms)) {
                     store.retained_superseded(&e.topic);
                 }
             }
+        }
+        for e in retained {
             let Some(m) = e
                 .publish
                 .as_deref()
@@ -1901,6 +1919,7 @@ impl Core {
             }
         }
         let mut msgs: HashMap<u64, Option<SharedMessage>> = HashMap::new();
+        let mut targets: HashMap<u64, Vec<model::TargetRec>> = HashMap::new();
         let mut dropped = Vec::new();
         for (key, rs) in rec.sessions {
             let (Ok(client_id), Some(version)) = (
@@ -1946,6 +1965,12 @@ impl Core {
                     dropped.push((key, *id));
                     continue;
                 };
+                targets.entry(*id).or_default().push(model::TargetRec {
+                    key,
+                    qos: t.qos as u8,
+                    retain: t.retain,
+                    sub_ids: t.sub_ids.clone(),
+                });
                 let d = Delivery {
                     msg: m,
                     qos: t.qos,
@@ -2007,103 +2032,27 @@ impl Core {
             }
         }
         if let Some(store) = self.store.as_mut() {
+            for (id, m) in &rec.messages {
+                let t = targets.remove(id).unwrap_or_default();
+                match msgs.get(id) {
+                    Some(Some(msg)) => store.adopt_message(*id, m.pos, msg.clone(), t),
+                    _ => store.log_mut().release(m.pos.lsn, m.pos.len),
+                }
+            }
             for (key, id) in dropped {
                 store.done(key, id);
             }
         }
     }
 
-    /// Compacts the log a step: when its oldest sealed segment is mostly dead (or the disk is
-    /// filling), writes the live records it holds again from this core's state and retires it.
-    /// Returns whether a segment was retired.
-    pub fn compact(&mut self, now: Instant) -> bool {
-        let Some(store) = self.store.as_mut() else {
-            return false;
-        };
-        let Some(seg) = store.log().compaction_candidate() else {
-            return false;
-        };
-        let live = store.live_in(&seg);
-        let by_key: HashMap<u64, SessionId> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| s.key != 0)
-            .map(|(&sid, s)| (s.key, sid))
-            .collect();
-        let Some(store) = self.store.as_mut() else {
-            return false;
-        };
-        let mut ok = true;
-        for key in &live.sessions {
-            if let Some(slot) = by_key.get(key).and_then(|sid| self.slots.get(sid)) {
-                ok &= store.put_session(&session_record(slot)).is_ok();
-            }
+    /// Compacts the log a step (see [`Store::compact_step`]): at most
+    /// [`COMPACT_STEP_RECORDS`] records are copied per call, so the core serves its clients
+    /// between steps.
+    pub fn compact(&mut self, now: Instant) -> persist::CompactStep {
+        match self.store.as_mut() {
+            Some(store) => store.compact_step(COMPACT_STEP_RECORDS, now),
+            None => persist::CompactStep::Idle,
         }
-        for (key, filter) in &live.subs {
-            let sub = by_key
-                .get(key)
-                .and_then(|sid| self.slots.get(sid))
-                .and_then(|s| s.session.subscriptions.get(filter));
-            if let Some(sub) = sub {
-                store.subscribe(*key, filter, sub.options, sub.id);
-            }
-        }
-        // Messages: the targets still holding each, found in one pass over the sessions.
-        let wanted: std::collections::HashSet<u64> = live.messages.iter().copied().collect();
-        let mut targets: HashMap<u64, (SharedMessage, Vec<model::TargetRec>)> = HashMap::new();
-        let mut resend_sent = Vec::new();
-        if !wanted.is_empty() {
-            for slot in self.slots.values().filter(|s| s.key != 0) {
-                for d in slot.session.deliveries() {
-                    if d.stored == 0 || !wanted.contains(&d.stored) {
-                        continue;
-                    }
-                    let e = targets
-                        .entry(d.stored)
-                        .or_insert_with(|| (d.msg.clone(), Vec::new()));
-                    e.1.push(model::TargetRec {
-                        key: slot.key,
-                        qos: d.qos as u8,
-                        retain: d.retain,
-                        sub_ids: d.sub_ids.clone(),
-                    });
-                    if let Some((pid, released)) = slot.session.sent_state(d.stored) {
-                        resend_sent.push((slot.key, d.stored, pid, released));
-                    }
-                }
-            }
-        }
-        for (id, (msg, t)) in targets {
-            ok &= store.copy_message(id, &msg, t, now).is_ok();
-        }
-        for (key, id) in &live.sent {
-            let state = by_key
-                .get(key)
-                .and_then(|sid| self.slots.get(sid))
-                .and_then(|s| s.session.sent_state(*id));
-            if let Some((pid, released)) = state {
-                resend_sent.push((*key, *id, pid, released));
-            }
-        }
-        resend_sent.sort_unstable();
-        resend_sent.dedup();
-        for (key, id, pid, released) in resend_sent {
-            store.sent(key, id, pid, released);
-        }
-        for (key, pid) in &live.qos2_in {
-            store.qos2_in(*key, *pid, true);
-        }
-        for topic in &live.retained {
-            match self.retained.get(topic) {
-                Some(m) => store.retain(topic, Some(m), now),
-                None => store.retained_superseded(topic),
-            }
-        }
-        if !ok {
-            tracing::warn!("log compaction could not copy every live record; segment kept");
-            return false;
-        }
-        store.retire(seg.id)
     }
 
     /// Closes every connection with Server shutting down (0x8B in v5).

@@ -25,7 +25,7 @@ use ringmq_codec::{
 use ringmq_storage::model::{self, kind};
 use ringmq_storage::{AppendError, Class, Log, LogConfig, Lsn};
 
-use crate::message::Message;
+use crate::message::{Message, SharedMessage};
 use crate::notify::Notify;
 
 /// Milliseconds since the Unix epoch, now.
@@ -146,28 +146,59 @@ pub struct Pos {
     pub len: usize,
 }
 
-#[derive(Debug)]
+/// A subscription of a persistent session: its key and filter.
+type SubKey = (u64, Box<str>);
+
+/// A message stored on this core, with what a copy of its record needs.
 struct StoredMsg {
     pos: Pos,
-    refs: u32,
+    msg: SharedMessage,
+    /// The sessions still holding it (the record's targets).
+    targets: Vec<model::TargetRec>,
 }
 
-/// A core's log and the liveness of what it holds.
+/// A live record, by identity, waiting to be copied out of the segment being compacted.
+enum Item {
+    Session(u64),
+    Sub(u64, Box<str>),
+    Msg(u64),
+    Qos2In(u64, u16),
+    Retained(Box<str>),
+}
+
+/// Progress of [`Store::compact_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactStep {
+    /// Nothing to compact.
+    Idle,
+    /// Records were copied; more remain in the segment.
+    More,
+    /// The segment's live records are all copied; it is retired (deleted once they are
+    /// durable).
+    Retired,
+}
+
+/// A core's log and the liveness of what it holds: the position of every live record, and
+/// what is needed to write it again when compaction evacuates its segment, so compaction never
+/// has to walk the sessions.
 pub struct Store {
     log: Log,
     next_msg: u64,
     next_key: u64,
     msgs: HashMap<u64, StoredMsg>,
-    sessions: HashMap<u64, Pos>,
-    subs: HashMap<(u64, Box<str>), Pos>,
-    sent: HashMap<(u64, u64), Pos>,
+    sessions: HashMap<u64, (Pos, model::SessionRec)>,
+    /// (session, filter) -> record, options byte, subscription identifier.
+    subs: HashMap<SubKey, (Pos, u8, Option<u32>)>,
+    /// (session, message) -> record, packet id, PUBREL sent.
+    sent: HashMap<(u64, u64), (Pos, u16, bool)>,
     qos2_in: HashMap<(u64, u16), Pos>,
-    retained: HashMap<Box<str>, Pos>,
+    retained: HashMap<Box<str>, (Pos, SharedMessage)>,
+    /// The segment being evacuated and what is left to copy.
+    compaction: Option<(ringmq_storage::SegmentInfo, Vec<Item>)>,
     /// Woken when records are appended (the flusher waits on it).
     pub flush_notify: Rc<Notify>,
     /// Appends refused (quota, backlog, failing disk), counted.
     pub refused: u64,
-    refusals_logged: u64,
 }
 
 impl Store {
@@ -183,9 +214,9 @@ impl Store {
             sent: HashMap::new(),
             qos2_in: HashMap::new(),
             retained: HashMap::new(),
+            compaction: None,
             flush_notify: Rc::new(Notify::default()),
             refused: 0,
-            refusals_logged: 0,
         }
     }
 
@@ -246,7 +277,6 @@ impl Store {
                          or a failing disk)"
                     );
                 }
-                self.refusals_logged += 1;
                 Err(e)
             }
         }
@@ -274,21 +304,22 @@ impl Store {
     /// Writes a session's current state (created, connected, disconnected).
     pub fn put_session(&mut self, rec: &model::SessionRec) -> Result<(), AppendError> {
         let p = self.append(kind::SESSION, rec, Class::Control)?;
-        if let Some(old) = self.sessions.insert(rec.key, p) {
+        if let Some((old, _)) = self.sessions.insert(rec.key, (p, rec.clone())) {
             self.release(old);
         }
         Ok(())
     }
 
-    /// Ends a session: its record, subscriptions, sent and QoS 2 states are dead.
+    /// Ends a session: its record, subscriptions, sent and QoS 2 states are dead, and so is
+    /// its hold on the messages `held`.
     pub fn end_session(&mut self, key: u64, held: &[u64]) {
         self.tombstone(kind::SESSION_END, &model::SessionEndRec { key });
-        if let Some(p) = self.sessions.remove(&key) {
+        if let Some((p, _)) = self.sessions.remove(&key) {
             self.release(p);
         }
         let subs: Vec<_> = self.subs.keys().filter(|k| k.0 == key).cloned().collect();
         for k in subs {
-            if let Some(p) = self.subs.remove(&k) {
+            if let Some((p, ..)) = self.subs.remove(&k) {
                 self.release(p);
             }
         }
@@ -304,10 +335,7 @@ impl Store {
             }
         }
         for &id in held {
-            if let Some(p) = self.sent.remove(&(key, id)) {
-                self.release(p);
-            }
-            self.unref(id);
+            self.unref(key, id);
         }
     }
 
@@ -319,14 +347,18 @@ impl Store {
         options: SubscriptionOptions,
         sub_id: Option<u32>,
     ) {
+        self.subscribe_raw(key, filter, options_byte(options), sub_id);
+    }
+
+    fn subscribe_raw(&mut self, key: u64, filter: &str, options: u8, sub_id: Option<u32>) {
         let rec = model::SubscribeRec {
             key,
             filter: filter.to_owned(),
-            options: options_byte(options),
+            options,
             sub_id,
         };
         if let Ok(p) = self.append(kind::SUBSCRIBE, &rec, Class::Control) {
-            if let Some(old) = self.subs.insert((key, filter.into()), p) {
+            if let Some((old, ..)) = self.subs.insert((key, filter.into()), (p, options, sub_id)) {
                 self.release(old);
             }
         }
@@ -339,36 +371,61 @@ impl Store {
             filter: filter.to_owned(),
         };
         self.tombstone(kind::UNSUBSCRIBE, &rec);
-        if let Some(p) = self.subs.remove(&(key, filter.into())) {
+        if let Some((p, ..)) = self.subs.remove(&(key, filter.into())) {
             self.release(p);
         }
     }
 
-    /// Stores a message once for the sessions of this core in `targets`; returns its id.
-    pub fn message(
+    fn message_record(
         &mut self,
+        id: u64,
         m: &Message,
         targets: Vec<model::TargetRec>,
+        class: Class,
         now: Instant,
-    ) -> Result<u64, AppendError> {
-        let id = self.next_msg;
-        let n = targets.len() as u32;
+    ) -> (Result<Pos, AppendError>, Vec<model::TargetRec>) {
         let rec = model::MessageRec {
             id,
             expires_at_unix_ms: instant_to_unix_ms(m.expires_at, now, unix_ms_now()),
             publish: encode_message(m),
             targets,
         };
-        let p = self.append(kind::MESSAGE, &rec, Class::Data)?;
+        let r = self.append(kind::MESSAGE, &rec, class);
+        (r, rec.targets)
+    }
+
+    /// Stores a message once for the sessions of this core in `targets`; returns its id.
+    pub fn message(
+        &mut self,
+        m: &SharedMessage,
+        targets: Vec<model::TargetRec>,
+        now: Instant,
+    ) -> Result<u64, AppendError> {
+        let id = self.next_msg;
+        let (r, targets) = self.message_record(id, m, targets, Class::Data, now);
+        let pos = r?;
         self.next_msg += 1;
-        self.msgs.insert(id, StoredMsg { pos: p, refs: n });
+        self.msgs.insert(
+            id,
+            StoredMsg {
+                pos,
+                msg: m.clone(),
+                targets,
+            },
+        );
         Ok(id)
     }
 
-    fn unref(&mut self, id: u64) {
+    /// Session `key` no longer holds message `id` (no record written).
+    fn unref(&mut self, key: u64, id: u64) {
+        if let Some((p, ..)) = self.sent.remove(&(key, id)) {
+            self.release(p);
+        }
         if let Some(m) = self.msgs.get_mut(&id) {
-            m.refs = m.refs.saturating_sub(1);
-            if m.refs == 0 {
+            if let Some(i) = m.targets.iter().position(|t| t.key == key) {
+                m.targets.swap_remove(i);
+            }
+            if m.targets.is_empty() {
                 let p = m.pos;
                 self.msgs.remove(&id);
                 self.release(p);
@@ -379,10 +436,7 @@ impl Store {
     /// A session is done with a message.
     pub fn done(&mut self, key: u64, id: u64) {
         self.tombstone(kind::DONE, &model::DoneRec { key, id });
-        if let Some(p) = self.sent.remove(&(key, id)) {
-            self.release(p);
-        }
-        self.unref(id);
+        self.unref(key, id);
     }
 
     /// A QoS 2 delivery was sent (or released) with this packet id.
@@ -394,7 +448,7 @@ impl Store {
             released,
         };
         if let Ok(p) = self.append(kind::SENT, &rec, Class::Control) {
-            if let Some(old) = self.sent.insert((key, id), p) {
+            if let Some((old, ..)) = self.sent.insert((key, id), (p, packet_id, released)) {
                 self.release(old);
             }
         }
@@ -422,13 +476,17 @@ impl Store {
     }
 
     /// A retained message published on this core was set (`Some`) or cleared.
-    pub fn retain(&mut self, topic: &str, m: Option<&Message>, now: Instant) {
-        let now_unix = unix_ms_now();
+    pub fn retain(&mut self, topic: &str, m: Option<&SharedMessage>, now: Instant) {
+        self.retain_at(topic, m, unix_ms_now(), now);
+    }
+
+    fn retain_at(&mut self, topic: &str, m: Option<&SharedMessage>, at_unix_ms: u64, now: Instant) {
         let rec = model::RetainRec {
-            at_unix_ms: now_unix,
-            expires_at_unix_ms: m.map_or(0, |m| instant_to_unix_ms(m.expires_at, now, now_unix)),
+            at_unix_ms,
+            expires_at_unix_ms: m
+                .map_or(0, |m| instant_to_unix_ms(m.expires_at, now, unix_ms_now())),
             topic: topic.to_owned(),
-            publish: m.map(encode_message),
+            publish: m.map(|m| encode_message(m)),
         };
         let class = if m.is_some() {
             Class::Data
@@ -441,151 +499,219 @@ impl Store {
         if m.is_none() {
             self.release(p);
         }
-        if let Some(old) = self.retained.remove(topic) {
+        if let Some((old, _)) = self.retained.remove(topic) {
             self.release(old);
         }
-        if m.is_some() {
-            self.retained.insert(topic.into(), p);
+        if let Some(m) = m {
+            self.retained.insert(topic.into(), (p, m.clone()));
         }
     }
 
     /// Another core set or cleared a retained topic: this core's record of it is superseded.
+    /// A tombstone with time 0 clears it here on replay and loses every merge across cores.
     pub fn retained_superseded(&mut self, topic: &str) {
-        if let Some(old) = self.retained.remove(topic) {
+        if let Some((old, _)) = self.retained.remove(topic) {
+            let rec = model::RetainRec {
+                at_unix_ms: 0,
+                expires_at_unix_ms: 0,
+                topic: topic.to_owned(),
+                publish: None,
+            };
+            self.tombstone(kind::RETAIN, &rec);
             self.release(old);
         }
     }
 
-    /// What is live in a segment, for compaction: the core re-appends these from its state
-    /// (the copies supersede the originals by identity), then retires the segment.
-    pub fn live_in(&self, seg: &ringmq_storage::SegmentInfo) -> LiveSet {
-        let inside = |p: &Pos| seg.contains(p.lsn);
-        LiveSet {
-            sessions: self
-                .sessions
-                .iter()
-                .filter(|(_, p)| inside(p))
-                .map(|(&k, _)| k)
-                .collect(),
-            subs: self
-                .subs
-                .iter()
-                .filter(|(_, p)| inside(p))
-                .map(|(k, _)| k.clone())
-                .collect(),
-            messages: self
+    /// One step of compaction: when the log's oldest sealed segment is worth evacuating, copies
+    /// up to `budget` of its live records to the head of the log (they supersede the originals
+    /// by identity) and, once none is left, retires the segment. The first step of a segment
+    /// lists its live records (one pass over this store's maps); every step after that costs
+    /// only its budget, so the core never stalls for a whole segment.
+    pub fn compact_step(&mut self, budget: usize, now: Instant) -> CompactStep {
+        if self.compaction.is_none() {
+            let Some(seg) = self.log.compaction_candidate() else {
+                return CompactStep::Idle;
+            };
+            let inside = |p: &Pos| seg.contains(p.lsn);
+            let mut items = Vec::new();
+            items.extend(
+                self.sessions
+                    .iter()
+                    .filter(|(_, (p, _))| inside(p))
+                    .map(|(&k, _)| Item::Session(k)),
+            );
+            items.extend(
+                self.subs
+                    .iter()
+                    .filter(|(_, (p, ..))| inside(p))
+                    .map(|((k, f), _)| Item::Sub(*k, f.clone())),
+            );
+            // A message copy resets its targets' SENT states on replay, so a message is copied
+            // when either its record or a SENT record of it lies in the segment.
+            let mut ids: Vec<u64> = self
                 .msgs
                 .iter()
                 .filter(|(_, m)| inside(&m.pos))
                 .map(|(&id, _)| id)
-                .collect(),
-            sent: self
-                .sent
-                .iter()
-                .filter(|(_, p)| inside(p))
-                .map(|(&k, _)| k)
-                .collect(),
-            qos2_in: self
-                .qos2_in
-                .iter()
-                .filter(|(_, p)| inside(p))
-                .map(|(&k, _)| k)
-                .collect(),
-            retained: self
-                .retained
-                .iter()
-                .filter(|(_, p)| inside(p))
-                .map(|(t, _)| t.clone())
-                .collect(),
+                .collect();
+            ids.extend(
+                self.sent
+                    .iter()
+                    .filter(|(_, (p, ..))| inside(p))
+                    .map(|(&(_, id), _)| id),
+            );
+            ids.sort_unstable();
+            ids.dedup();
+            items.extend(ids.into_iter().map(Item::Msg));
+            items.extend(
+                self.qos2_in
+                    .iter()
+                    .filter(|(_, p)| inside(p))
+                    .map(|(&(k, pid), _)| Item::Qos2In(k, pid)),
+            );
+            items.extend(
+                self.retained
+                    .iter()
+                    .filter(|(_, (p, _))| inside(p))
+                    .map(|(t, _)| Item::Retained(t.clone())),
+            );
+            self.compaction = Some((seg, items));
+        }
+        let Some((seg, mut items)) = self.compaction.take() else {
+            return CompactStep::Idle;
+        };
+        let inside = |p: &Pos| seg.contains(p.lsn);
+        for _ in 0..budget {
+            let Some(item) = items.pop() else { break };
+            let copied = match item {
+                Item::Session(k) => match self.sessions.get(&k) {
+                    Some((p, rec)) if inside(p) => {
+                        let rec = rec.clone();
+                        self.put_session(&rec).is_ok()
+                    }
+                    _ => true,
+                },
+                Item::Sub(k, f) => match self.subs.get(&(k, f.clone())) {
+                    Some(&(p, o, id)) if inside(&p) => {
+                        self.subscribe_raw(k, &f, o, id);
+                        self.subs.get(&(k, f)).is_some_and(|(p, ..)| !inside(p))
+                    }
+                    _ => true,
+                },
+                Item::Msg(id) => self.copy_message(id, now),
+                Item::Qos2In(k, pid) => match self.qos2_in.get(&(k, pid)) {
+                    Some(p) if inside(p) => {
+                        self.qos2_in(k, pid, true);
+                        self.qos2_in.get(&(k, pid)).is_some_and(|p| !inside(p))
+                    }
+                    _ => true,
+                },
+                Item::Retained(t) => match self.retained.get(&t) {
+                    Some((p, m)) if inside(p) => {
+                        let m = m.clone();
+                        // Re-stamped: this core's record was the newest of the topic, or a
+                        // newer one would have superseded it.
+                        self.retain(&t, Some(&m), now);
+                        self.retained.get(&t).is_some_and(|(p, _)| !inside(p))
+                    }
+                    _ => true,
+                },
+            };
+            if !copied {
+                tracing::warn!("log compaction could not copy a live record; the segment stays");
+                self.compaction = None;
+                return CompactStep::Idle;
+            }
+        }
+        if !items.is_empty() {
+            self.compaction = Some((seg, items));
+            return CompactStep::More;
+        }
+        let retired = self.log.retire(seg.id);
+        self.flush_notify.notify();
+        if retired {
+            CompactStep::Retired
+        } else {
+            CompactStep::Idle
         }
     }
 
-    /// A copy of a stored message with the targets that still hold it (compaction). The SENT
-    /// states of those targets must be written again after it (a copy resets them on replay).
-    pub fn copy_message(
+    /// Writes a stored message again with the targets still holding it, then their SENT
+    /// states (which the copy resets on replay). Returns false if the log refused.
+    fn copy_message(&mut self, id: u64, now: Instant) -> bool {
+        let Some(m) = self.msgs.get_mut(&id) else {
+            return true;
+        };
+        let msg = m.msg.clone();
+        let targets = std::mem::take(&mut m.targets);
+        let (r, targets) = self.message_record(id, &msg, targets, Class::Control, now);
+        let Some(m) = self.msgs.get_mut(&id) else {
+            return true;
+        };
+        m.targets = targets;
+        let Ok(p) = r else {
+            return false;
+        };
+        let was = std::mem::replace(&mut m.pos, p);
+        let keys: Vec<u64> = m.targets.iter().map(|t| t.key).collect();
+        self.release(was);
+        for key in keys {
+            if let Some(&(_, pid, released)) = self.sent.get(&(key, id)) {
+                self.sent(key, id, pid, released);
+            }
+        }
+        true
+    }
+
+    /// Adopts a message found by recovery (its record and the sessions holding it).
+    pub fn adopt_message(
         &mut self,
         id: u64,
-        m: &Message,
+        pos: Pos,
+        msg: SharedMessage,
         targets: Vec<model::TargetRec>,
-        now: Instant,
-    ) -> Result<(), AppendError> {
-        let n = targets.len() as u32;
-        let rec = model::MessageRec {
-            id,
-            expires_at_unix_ms: instant_to_unix_ms(m.expires_at, now, unix_ms_now()),
-            publish: encode_message(m),
-            targets,
-        };
-        let p = self.append(kind::MESSAGE, &rec, Class::Control)?;
-        match self.msgs.get_mut(&id) {
-            Some(old) => {
-                let was = old.pos;
-                old.pos = p;
-                old.refs = n;
-                self.release(was);
-            }
-            None => self.release(p),
+    ) {
+        if targets.is_empty() {
+            self.release(pos);
+            return;
         }
-        Ok(())
+        self.msgs.insert(id, StoredMsg { pos, msg, targets });
     }
 
-    /// Retires a compacted segment (deleted once the copies are durable).
-    pub fn retire(&mut self, seg: ringmq_storage::SegmentId) -> bool {
-        let ok = self.log.retire(seg);
-        self.flush_notify.notify();
-        ok
+    /// Adopts this core's retained record of a topic found by recovery.
+    pub fn adopt_retained(&mut self, topic: &str, pos: Pos, msg: SharedMessage) {
+        self.retained.insert(topic.into(), (pos, msg));
     }
 
-    /// Restores the liveness of what recovery found.
+    /// Restores the liveness of what recovery found (messages and retained messages are
+    /// adopted by the core as it rebuilds them).
     fn adopt(&mut self, r: &Recovered) {
         for s in r.sessions.values() {
-            self.sessions.insert(s.key, s.pos);
+            let rec = model::SessionRec {
+                key: s.key,
+                client_id: s.client_id.clone(),
+                protocol: s.protocol,
+                expiry_secs: s.expiry_secs,
+                disconnected_at_unix_ms: s.disconnected_at_unix_ms,
+                will: s.will.clone(),
+            };
+            self.sessions.insert(s.key, (s.pos, rec));
             for (f, sub) in &s.subs {
-                self.subs.insert((s.key, f.as_str().into()), sub.pos);
+                self.subs.insert(
+                    (s.key, f.as_str().into()),
+                    (sub.pos, options_byte(sub.options), sub.sub_id),
+                );
             }
             for (&pid, &p) in &s.incoming_qos2 {
                 self.qos2_in.insert((s.key, pid), p);
             }
             for (&id, t) in &s.queue {
-                if let Some(sent) = t.sent {
-                    self.sent.insert((s.key, id), sent.2);
+                if let Some((pid, released, p)) = t.sent {
+                    self.sent.insert((s.key, id), (p, pid, released));
                 }
             }
         }
-        for (&id, m) in &r.messages {
-            if m.refs > 0 {
-                self.msgs.insert(
-                    id,
-                    StoredMsg {
-                        pos: m.pos,
-                        refs: m.refs,
-                    },
-                );
-            }
-        }
-        for e in &r.retained {
-            if let Some(p) = e.pos {
-                self.retained.insert(e.topic.as_str().into(), p);
-            }
-        }
     }
-}
-
-/// The live records of one segment, by identity.
-#[derive(Debug, Default)]
-pub struct LiveSet {
-    /// Session keys whose SESSION record is there.
-    pub sessions: Vec<u64>,
-    /// (session key, filter) of SUBSCRIBE records.
-    pub subs: Vec<(u64, Box<str>)>,
-    /// Message ids.
-    pub messages: Vec<u64>,
-    /// (session key, message id) of SENT records.
-    pub sent: Vec<(u64, u64)>,
-    /// (session key, packet id) of open QOS2_IN records.
-    pub qos2_in: Vec<(u64, u16)>,
-    /// Retained topics.
-    pub retained: Vec<Box<str>>,
 }
 
 /// A subscription found in the log.

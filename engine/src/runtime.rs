@@ -243,6 +243,7 @@ async fn core_main(
         cfg.dir = crate::persist::core_dir(&storage.data_dir, usize::from(id));
         let f = ringmq_storage::Flusher::new(ringmq_storage::GlommioFs, &cfg);
         flusher = Some(glommio::spawn_local(flush_loop(core.clone(), f)));
+        glommio::spawn_local(compactor(core.clone())).detach();
     }
     drop(retained);
     let ctx = Rc::new(ConnCtx {
@@ -284,6 +285,27 @@ async fn core_main(
             store.flush_notify.notify();
         }
         f.await;
+    }
+}
+
+/// Compacts the log in small steps (see `Store::compact_step`), going back to the reactor
+/// between them so that connections are served while a segment is evacuated.
+async fn compactor(core: Rc<RefCell<Core>>) {
+    use crate::persist::CompactStep;
+    loop {
+        glommio::timer::sleep(TICK).await;
+        loop {
+            let step = core.borrow_mut().compact(Instant::now());
+            match step {
+                CompactStep::Idle => break,
+                CompactStep::More | CompactStep::Retired => {
+                    glommio::executor().yield_task_queue_now().await
+                }
+            }
+        }
+        if core.borrow().is_stopped() {
+            return;
+        }
     }
 }
 
@@ -445,8 +467,6 @@ async fn ticker(core: &Rc<RefCell<Core>>, id: CoreId, settings: &RuntimeSettings
             }
         }
         c.fire_timers(now);
-        // One segment at a time: the copy work per tick stays bounded.
-        c.compact(now);
         // Counters travel to core 0 over the mesh like everything else: no shared state.
         c.report_stats(0);
         if id == 0 && !settings.sys_interval.is_zero() && now >= next_sys {
