@@ -7,7 +7,8 @@
 #   bench/durable.sh a d        only some parts
 #
 #   a  1,000 offline sessions (own topic each), 10 publishers, 1,000,000 QoS 1 messages of 64 B,
-#      window 32 per publisher: ringmq (fsync = "always", group commit), Mosquitto (in memory,
+#      window A_INFLIGHT (256) per publisher: group commit turns concurrency into throughput, so
+#      the window sets how many appends share one fsync (A_INFLIGHT=32 for a smaller one): ringmq (fsync = "always", group commit), Mosquitto (in memory,
 #      persistence false) and, for reference, ringmq with fsync = "never"; REPS runs each,
 #      alternating the order, each on a fresh broker and data directory; then every session
 #      drains and every acknowledged message is checked off.
@@ -20,6 +21,7 @@
 # Writes target/bench-durable/{results.jsonl, summary.md, machine.txt, *.log}. Every broker and
 # every generator run is bounded by `timeout`. Data directories are fresh directories under /tmp
 # (TMPDIR to change), removed after each run. Environment: REPS (3), A_MESSAGES (1000000),
+# A_PUBLISHERS (10), A_INFLIGHT (256),
 # B_MESSAGES (5000), C_SESSIONS (100000), C_MESSAGES (1000000), RINGMQ_PORT (18851),
 # MOSQUITTO_PORT (18850), PROFILE=1 (perf record -e cpu-clock -g on ringmq during the publish
 # phase of the first part-a run; needs perf).
@@ -39,6 +41,8 @@ want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 
 REPS=${REPS:-3}
 A_MESSAGES=${A_MESSAGES:-1000000}
+A_PUBLISHERS=${A_PUBLISHERS:-10}
+A_INFLIGHT=${A_INFLIGHT:-256}
 B_MESSAGES=${B_MESSAGES:-5000}
 C_SESSIONS=${C_SESSIONS:-100000}
 C_MESSAGES=${C_MESSAGES:-1000000}
@@ -228,7 +232,7 @@ size_of() { # dir: "apparent-bytes allocated-bytes"
 }
 
 # ---- a: offline QoS 1, group commit, against Mosquitto -------------------------------------
-A_ARGS=(--sessions 1000 --publishers 10 --messages "$A_MESSAGES" --inflight 32 --payload-bytes 64)
+A_ARGS=(--sessions 1000 --publishers "$A_PUBLISHERS" --messages "$A_MESSAGES" --inflight "$A_INFLIGHT" --payload-bytes 64)
 run_a() { # broker rep
     local broker=$1 rep=$2 name="a-$1-$2" port args
     : > "$OUT/$name.log"
