@@ -918,6 +918,119 @@ mod durable {
         assert_eq!(receive_all(&mut core, &offline), vec![b"after".to_vec()]);
     }
 
+    /// A core with an offline session holding every message on `t/0` and an online one that
+    /// took (and acknowledged) everything: a log of mostly dead records. Returns the offline
+    /// session's messages.
+    fn mostly_dead_log(core: &mut Core, f: &mut Flusher<MemFs>, n: u32) -> Vec<Vec<u8>> {
+        let offline = connect(core, persistent("offline"));
+        subscribe(
+            core,
+            &offline,
+            "t/0",
+            SubscriptionOptions::qos(QoS::ExactlyOnce),
+            None,
+        );
+        core.disconnected(
+            offline.sid,
+            offline.generation,
+            Ending::Normal,
+            Instant::now(),
+        );
+        let online = connect(core, persistent("online"));
+        subscribe(
+            core,
+            &online,
+            "t/#",
+            SubscriptionOptions::qos(QoS::AtLeastOnce),
+            None,
+        );
+        let publ = connect(core, connect_packet("pub", ProtocolVersion::V5, true));
+        let mut kept = Vec::new();
+        for i in 0..n {
+            let payload = format!("m{i:04}-{}", "y".repeat(150)).into_bytes();
+            let qos = if i % 3 == 0 {
+                QoS::ExactlyOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            let pid = i as u16 + 1;
+            publish_n(
+                core,
+                &publ,
+                &format!("t/{}", i % 5),
+                payload.clone(),
+                qos,
+                pid,
+            );
+            if qos == QoS::ExactlyOnce {
+                let rel = Packet::PubRel(ringmq_codec::Ack::new(pid));
+                core.on_packet(publ.sid, rel, Instant::now()).unwrap();
+            }
+            if i % 5 == 0 {
+                kept.push(payload);
+            }
+            flush(core, f);
+            receive_all(core, &online);
+            drain(core, &publ);
+            flush(core, f);
+        }
+        kept
+    }
+
+    /// Runs compaction to the end (or until the file system stops), flushing as it goes.
+    fn compact_all(core: &mut Core, f: &mut Flusher<MemFs>, fs: &MemFs) -> usize {
+        let mut retired = 0;
+        for _ in 0..10_000 {
+            if fs.is_stopped() {
+                break;
+            }
+            let step = core.compact(Instant::now());
+            if !fs.is_stopped() {
+                flush(core, f);
+            }
+            match step {
+                persist::CompactStep::Idle => break,
+                persist::CompactStep::Retired => retired += 1,
+                persist::CompactStep::More => {}
+            }
+        }
+        retired
+    }
+
+    #[test]
+    fn a_crash_anywhere_in_a_compaction_loses_nothing_that_was_durable() {
+        // How much a whole compaction writes, to spread the crash points over it.
+        let fs = MemFs::new();
+        let (mut core, mut f) = open(&fs);
+        let kept = mostly_dead_log(&mut core, &mut f, 300);
+        let before = fs.bytes_written();
+        assert!(
+            compact_all(&mut core, &mut f, &fs) > 0,
+            "nothing to compact"
+        );
+        let span = fs.bytes_written() - before;
+        assert!(span > 0);
+        for mode in [CrashMode::KeepPageCache, CrashMode::DropUnsynced] {
+            for k in 0..12u64 {
+                let fs = MemFs::new();
+                let (mut core, mut f) = open(&fs);
+                assert_eq!(mostly_dead_log(&mut core, &mut f, 300), kept);
+                fs.tear_after(Some(span * k / 11 + k));
+                compact_all(&mut core, &mut f, &fs);
+                drop(core);
+                fs.crash(mode);
+                let (mut core, _f) = open(&fs);
+                let (_, got) = resume_and_receive(&mut core, "offline");
+                assert_eq!(
+                    got.len(),
+                    kept.len(),
+                    "{mode:?}, crash point {k}: every message"
+                );
+                assert!(got == kept, "{mode:?}, crash point {k}: in order");
+            }
+        }
+    }
+
     #[test]
     fn a_puback_waits_for_the_disk_when_a_persistent_session_stores_the_message() {
         let fs = MemFs::new();
