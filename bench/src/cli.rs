@@ -1,6 +1,6 @@
 //! Command-line options.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 
 use ringmq_codec::{ProtocolVersion, QoS};
 
@@ -14,6 +14,14 @@ scenarios:
   offline  S persistent sessions subscribe at QoS 1 and go offline; P publishers put M QoS 1
            messages into them flat out; then the sessions reconnect in batches and drain
            their queues, and every acknowledged message is checked off
+  sharedsub  P publishers on bench/shared/{i}; S members of the shared subscription
+           $share/{--group}/bench/shared/+: every message must reach exactly one member
+  conn     open N connections (CONNECT, CONNACK), hold them idle, report the connect rate,
+           CONNACK latency, failures and the broker's RSS per connection
+  storm    open N connections, then all disconnect and reconnect at once: reconnect rate,
+           CONNACK latency, session-present correctness
+  pub      publishers only, on --topic (for runs across machines; wall-clock stamps)
+  sub      subscribers only, on --topic: per-publisher gaps, duplicates, latency
 
 options:
   --host HOST            broker host (127.0.0.1)
@@ -63,6 +71,39 @@ offline options (always QoS 1; --duration-secs, --rate, --window do not apply):
   (--drain-idle-ms ends one batch after that long without a delivery; --drain-max-secs
    bounds the whole drain, 600 by default for offline)
 
+sharedsub options: --publishers P (10), --subscribers S (members, 4), --group G (g),
+  --qos, --rate, --window, --duration-secs as above
+
+conn and storm options (--rate is connections per second here; 0 = flat out):
+  --connections N        connections (1000)
+  --handshakes N         flat out: most handshakes (connect to CONNACK) in flight, all
+                         workers together (100)
+  --hold-secs S          conn: how long to hold them after the last CONNACK (10); storm:
+                         the pause between connected and the storm (1)
+  --workers K            worker processes, each opening N/K connections under its own
+                         file-descriptor limit, reporting to this one (1)
+  --source-addrs SPEC    local addresses to bind before connecting, spread round robin:
+                         127.0.0.2-127.0.0.50, or a comma list (none: the kernel's choice)
+  --persistent           persistent sessions (3.1.1 clean session 0; 5 clean start 0 with
+                         --session-expiry-secs); clean sessions by default
+  --keep-alive-secs N    keep-alive in CONNECT; a PINGREQ after N/2 s idle (60)
+  --handshake-timeout-secs S  a connect without CONNACK after S s fails (30)
+  --storm-mode disconnect|drop  disconnect: DISCONNECT, wait for the broker to close, then
+                         reconnect; drop: reset the connection (RST) and reconnect (disconnect)
+  --client-prefix S      client ids are S-{i} (rmqc{pid})
+
+pub and sub options:
+  --topic T              pub: topic, {i} is replaced by the publisher id (bench/pubsub/{i});
+                         sub: filter (bench/pubsub/+)
+  --count N              pub: messages per publisher, 0 = until --duration-secs (0);
+                         sub: stop once N distinct messages arrived, all publishers (0)
+  --id-base N            pub: the first publisher id, so that several pub processes differ (0)
+  --max-publishers N     sub: publisher ids 0..N are counted, others are foreign (1024)
+  --publishers N, --subscribers N: connections in this process (1 each)
+  sub runs --duration-secs at most (60), ends --drain-idle-ms after the last delivery once
+  something arrived; stamps are wall-clock nanoseconds, so latency is right when the two
+  machines' clocks agree
+
   -h, --help             this text
 
 Prints a human summary, then one JSON line.
@@ -74,6 +115,20 @@ pub enum Scenario {
     FanOut,
     P2p,
     Offline,
+    SharedSub,
+    Conn,
+    Storm,
+    Pub,
+    Sub,
+}
+
+/// How the clients of a `storm` go away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StormMode {
+    /// MQTT DISCONNECT, then wait for the broker to close the connection.
+    Disconnect,
+    /// Reset the connection (SO_LINGER 0): the broker sees a network failure.
+    Drop,
 }
 
 /// Which sessions a message of the `offline` scenario is for.
@@ -112,6 +167,11 @@ impl Scenario {
             Scenario::FanOut => "fanout",
             Scenario::P2p => "p2p",
             Scenario::Offline => "offline",
+            Scenario::SharedSub => "sharedsub",
+            Scenario::Conn => "conn",
+            Scenario::Storm => "storm",
+            Scenario::Pub => "pub",
+            Scenario::Sub => "sub",
         }
     }
 }
@@ -149,6 +209,23 @@ pub struct Options {
     pub client_prefix: String,
     pub session_expiry_secs: u32,
     pub publish_max_secs: f64,
+    pub client_prefix_given: bool,
+    pub group: String,
+    pub connections: usize,
+    pub handshakes: usize,
+    pub hold_secs: f64,
+    pub workers: usize,
+    pub source_addrs: Vec<Ipv4Addr>,
+    pub persistent: bool,
+    pub keep_alive_secs: u16,
+    pub handshake_timeout_secs: f64,
+    pub storm_mode: StormMode,
+    pub topic: Option<String>,
+    pub count: u64,
+    pub id_base: u32,
+    pub max_publishers: usize,
+    /// Internal: this process is worker `i` of `--workers` (conn, storm).
+    pub worker_index: Option<usize>,
 }
 
 impl Options {
@@ -163,15 +240,23 @@ impl Options {
                 QoS::AtMostOnce
             },
             payload_bytes: 64,
-            duration_secs: 10.0,
+            duration_secs: if scenario == Scenario::Sub {
+                60.0
+            } else {
+                10.0
+            },
             rate: 0,
             window: 2000,
-            publishers: if scenario == Scenario::Offline {
-                10
-            } else {
-                100
+            publishers: match scenario {
+                Scenario::Offline | Scenario::SharedSub => 10,
+                Scenario::Pub => 1,
+                _ => 100,
             },
-            subscribers: 100,
+            subscribers: match scenario {
+                Scenario::SharedSub => 4,
+                Scenario::Sub => 1,
+                _ => 100,
+            },
             pairs: 100,
             version: ProtocolVersion::V3_1_1,
             broker_pid: None,
@@ -197,6 +282,26 @@ impl Options {
             client_prefix: "rmqb-off".into(),
             session_expiry_secs: 86_400,
             publish_max_secs: 600.0,
+            client_prefix_given: false,
+            group: "g".into(),
+            connections: 1000,
+            handshakes: 100,
+            hold_secs: if scenario == Scenario::Storm {
+                1.0
+            } else {
+                10.0
+            },
+            workers: 1,
+            source_addrs: Vec::new(),
+            persistent: false,
+            keep_alive_secs: 60,
+            handshake_timeout_secs: 30.0,
+            storm_mode: StormMode::Disconnect,
+            topic: None,
+            count: 0,
+            id_base: 0,
+            max_publishers: 1024,
+            worker_index: None,
         }
     }
 }
@@ -231,6 +336,11 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         "fanout" => Scenario::FanOut,
         "p2p" => Scenario::P2p,
         "offline" => Scenario::Offline,
+        "sharedsub" => Scenario::SharedSub,
+        "conn" => Scenario::Conn,
+        "storm" => Scenario::Storm,
+        "pub" => Scenario::Pub,
+        "sub" => Scenario::Sub,
         other => return Err(format!("unknown scenario {other:?}")),
     };
     let mut o = Options::new(scenario);
@@ -326,7 +436,46 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             "--no-verify" => o.verify = false,
             "--connect-concurrency" => o.connect_concurrency = positive(name, &value()?)?,
             "--drain-batch" => o.drain_batch = positive(name, &value()?)?,
-            "--client-prefix" => o.client_prefix = value()?,
+            "--client-prefix" => {
+                o.client_prefix = value()?;
+                o.client_prefix_given = true;
+            }
+            "--group" => {
+                o.group = value()?;
+                if o.group.is_empty() || o.group.contains(['/', '+', '#']) {
+                    return Err("--group: a non-empty name without / + #".into());
+                }
+            }
+            "--connections" => o.connections = positive(name, &value()?)?,
+            "--handshakes" => o.handshakes = positive(name, &value()?)?,
+            "--hold-secs" => {
+                o.hold_secs = number(name, &value()?)?;
+                if !(o.hold_secs >= 0.0 && o.hold_secs.is_finite()) {
+                    return Err("--hold-secs must not be negative".into());
+                }
+            }
+            "--workers" => o.workers = positive(name, &value()?)?,
+            "--source-addrs" => o.source_addrs = parse_source_addrs(&value()?)?,
+            "--persistent" => o.persistent = true,
+            "--keep-alive-secs" => o.keep_alive_secs = number(name, &value()?)?,
+            "--handshake-timeout-secs" => {
+                o.handshake_timeout_secs = number(name, &value()?)?;
+                if !(o.handshake_timeout_secs > 0.0 && o.handshake_timeout_secs.is_finite()) {
+                    return Err("--handshake-timeout-secs must be positive".into());
+                }
+            }
+            "--storm-mode" => {
+                o.storm_mode = match value()?.as_str() {
+                    "disconnect" => StormMode::Disconnect,
+                    "drop" => StormMode::Drop,
+                    v => return Err(format!("--storm-mode: disconnect or drop, not {v:?}")),
+                }
+            }
+            "--topic" => o.topic = Some(value()?),
+            "--count" => o.count = number(name, &value()?)?,
+            "--id-base" => o.id_base = number(name, &value()?)?,
+            "--max-publishers" => o.max_publishers = positive(name, &value()?)?,
+            "--worker-index" => o.worker_index = Some(number(name, &value()?)?),
             "--session-expiry-secs" => o.session_expiry_secs = number(name, &value()?)?,
             "--publish-max-secs" => {
                 o.publish_max_secs = number(name, &value()?)?;
@@ -351,7 +500,60 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             return Err("offline --phase publish needs --state-file (for the drain)".into());
         }
     }
+    if let Some(i) = o.worker_index {
+        if i >= o.workers {
+            return Err("--worker-index must be below --workers".into());
+        }
+    }
+    if matches!(o.scenario, Scenario::Conn | Scenario::Storm) && o.workers > o.connections {
+        return Err("--workers must not exceed --connections".into());
+    }
+    if matches!(o.scenario, Scenario::Pub | Scenario::Sub) {
+        let topic = o.topic.get_or_insert_with(|| {
+            if o.scenario == Scenario::Pub {
+                "bench/pubsub/{i}".into()
+            } else {
+                "bench/pubsub/+".into()
+            }
+        });
+        if topic.is_empty() {
+            return Err("--topic must not be empty".into());
+        }
+        if o.scenario == Scenario::Pub && topic.contains(['+', '#']) {
+            return Err("pub --topic: a topic name, without + or #".into());
+        }
+    }
     Ok(Parsed::Run(Box::new(o)))
+}
+
+/// `--source-addrs`: `A-B` (an inclusive range of IPv4 addresses), a comma list of addresses
+/// and ranges, or one address.
+pub fn parse_source_addrs(spec: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let ip = |s: &str| -> Result<Ipv4Addr, String> {
+            s.trim()
+                .parse::<Ipv4Addr>()
+                .map_err(|_| format!("--source-addrs: not an IPv4 address: {s:?}"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (u32::from(ip(a)?), u32::from(ip(b)?));
+                if b < a {
+                    return Err(format!("--source-addrs: empty range {part:?}"));
+                }
+                if b - a >= 65_536 {
+                    return Err(format!("--source-addrs: range {part:?} is too long"));
+                }
+                out.extend((a..=b).map(Ipv4Addr::from));
+            }
+            None => out.push(ip(part)?),
+        }
+    }
+    if out.is_empty() {
+        return Err("--source-addrs: no address".into());
+    }
+    Ok(out)
 }
 
 /// The first address of `host:port`.
@@ -427,8 +629,16 @@ mod tests {
     fn bad_input_is_refused() {
         for bad in [
             "",
-            "storm",
+            "storms",
             "fanin --qos 2",
+            "conn --workers 3 --connections 2",
+            "conn --source-addrs 127.0.0.9-127.0.0.2",
+            "conn --source-addrs ::1",
+            "conn --storm-mode soft",
+            "conn --connections 0",
+            "conn --workers 2 --worker-index 2",
+            "sharedsub --group a/b",
+            "pub --topic a/+",
             "fanin --payload-bytes 19",
             "fanin --pairs 0",
             "fanin --port",
@@ -444,5 +654,61 @@ mod tests {
             assert!(parse(&args(bad)).is_err(), "{bad:?}");
         }
         assert!(matches!(parse(&args("fanin --help")), Ok(Parsed::Help)));
+    }
+
+    #[test]
+    fn connection_options() {
+        let o = run("conn");
+        assert_eq!((o.connections, o.workers, o.handshakes), (1000, 1, 100));
+        assert!(!o.persistent && o.source_addrs.is_empty());
+        assert_eq!(o.hold_secs, 10.0);
+        assert_eq!(run("storm").hold_secs, 1.0);
+        let o = run(
+            "storm --connections 19000 --workers 2 --rate 5000 --persistent --storm-mode drop \
+             --source-addrs 127.0.0.2-127.0.0.4,10.0.0.1 --worker-index 1 --client-prefix x",
+        );
+        assert_eq!((o.connections, o.workers, o.rate), (19_000, 2, 5000));
+        assert_eq!((o.storm_mode, o.worker_index), (StormMode::Drop, Some(1)));
+        assert!(o.persistent && o.client_prefix_given);
+        assert_eq!(o.source_addrs.len(), 4);
+        let o = run("sharedsub --group grp --qos 1");
+        assert_eq!(
+            (o.publishers, o.subscribers, o.group.as_str()),
+            (10, 4, "grp")
+        );
+        let o = run("pub --count 5 --id-base 7");
+        assert_eq!(o.topic.as_deref(), Some("bench/pubsub/{i}"));
+        assert_eq!((o.count, o.id_base, o.publishers), (5, 7, 1));
+        assert_eq!(run("sub").topic.as_deref(), Some("bench/pubsub/+"));
+    }
+
+    #[test]
+    fn source_address_ranges() {
+        let a = parse_source_addrs("127.0.0.2-127.0.0.50").unwrap();
+        assert_eq!(a.len(), 49);
+        assert_eq!(a[0], Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(a[48], Ipv4Addr::new(127, 0, 0, 50));
+        // Ranges cross octet boundaries.
+        let a = parse_source_addrs("127.0.0.255-127.0.1.1").unwrap();
+        assert_eq!(
+            a,
+            [
+                Ipv4Addr::new(127, 0, 0, 255),
+                Ipv4Addr::new(127, 0, 1, 0),
+                Ipv4Addr::new(127, 0, 1, 1)
+            ]
+        );
+        let a = parse_source_addrs("10.0.0.1, 10.0.0.3-10.0.0.3").unwrap();
+        assert_eq!(a, [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 3)]);
+        for bad in [
+            "",
+            ",",
+            "127.0.0.1-",
+            "x",
+            "127.0.0.2-127.0.0.1",
+            "1.0.0.0-2.0.0.0",
+        ] {
+            assert!(parse_source_addrs(bad).is_err(), "{bad:?}");
+        }
     }
 }

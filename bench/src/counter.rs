@@ -112,6 +112,78 @@ impl StreamCounter {
     pub fn beyond(&self, sent: u64) -> bool {
         self.next > sent
     }
+
+    /// The numbers that arrived, as sorted disjoint ranges `(start, end)`, end exclusive.
+    pub fn arrived_ranges(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::with_capacity(self.missing.len() + 1);
+        let mut at = 0;
+        for (&start, &end) in &self.missing {
+            if at < start {
+                out.push((at, start));
+            }
+            at = end;
+        }
+        if at < self.next {
+            out.push((at, self.next));
+        }
+        out
+    }
+}
+
+/// One publisher's stream as seen by a whole shared-subscription group, where every message
+/// must reach exactly one member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupTally {
+    /// Deliveries to all members, duplicates included.
+    pub received: u64,
+    /// Distinct numbers that reached at least one member.
+    pub distinct: u64,
+    /// Of `0..sent`, the numbers no member received.
+    pub lost: u64,
+    /// Extra deliveries of a number to another member: a number that reached k members
+    /// counts k - 1 (a message delivered to two members is duplicated).
+    pub across_members: u64,
+    /// Extra deliveries of a number to the same member.
+    pub within_member: u64,
+    /// Members' first arrivals that came after a higher number at that member.
+    pub reordered: u64,
+}
+
+impl GroupTally {
+    /// Every duplicated delivery, across and within members.
+    pub fn duplicated(&self) -> u64 {
+        self.across_members + self.within_member
+    }
+}
+
+/// Combines the members' counters of one publisher's stream (`sent` messages).
+pub fn group_tally(members: &[&StreamCounter], sent: u64) -> GroupTally {
+    let mut t = GroupTally::default();
+    // +1 at each range start, -1 at each end; a sweep gives the coverage of every number.
+    let mut edges: Vec<(u64, i64)> = Vec::new();
+    for m in members {
+        t.received += m.received();
+        t.within_member += m.duplicates();
+        t.reordered += m.reordered();
+        for (start, end) in m.arrived_ranges() {
+            edges.push((start, 1));
+            edges.push((end, -1));
+        }
+    }
+    edges.sort_unstable();
+    let (mut depth, mut at, mut covered_below_sent) = (0i64, 0u64, 0u64);
+    for (x, d) in edges {
+        if depth > 0 {
+            let span = x - at;
+            t.distinct += span;
+            t.across_members += (depth as u64 - 1) * span;
+            covered_below_sent += x.min(sent).saturating_sub(at);
+        }
+        depth += d;
+        at = x;
+    }
+    t.lost = sent - covered_below_sent;
+    t
 }
 
 #[cfg(test)]
@@ -290,6 +362,98 @@ mod tests {
             assert_eq!(c.reordered(), reordered, "round {round}");
             assert_eq!(c.distinct(), seen.len() as u64, "round {round}");
             assert_eq!(c.received(), stream.len() as u64, "round {round}");
+        }
+    }
+
+    #[test]
+    fn arrived_ranges_are_the_complement_of_the_gaps() {
+        let (c, _) = feed(&[0, 1, 4, 5, 9, 2]);
+        assert_eq!(c.arrived_ranges(), [(0, 3), (4, 6), (9, 10)]);
+        let (c, _) = feed(&[3]);
+        assert_eq!(c.arrived_ranges(), [(3, 4)]);
+        assert!(StreamCounter::default().arrived_ranges().is_empty());
+    }
+
+    #[test]
+    fn group_tally_of_a_clean_round_robin_split() {
+        // Three members, round robin: every number reaches exactly one member.
+        let mut m = vec![StreamCounter::default(); 3];
+        for s in 0..30u64 {
+            m[(s % 3) as usize].record(s);
+        }
+        let refs: Vec<&StreamCounter> = m.iter().collect();
+        let t = group_tally(&refs, 30);
+        assert_eq!((t.received, t.distinct, t.lost), (30, 30, 0));
+        assert_eq!((t.across_members, t.within_member, t.reordered), (0, 0, 0));
+        // Two more were sent but never came: lost, not duplicated.
+        assert_eq!(group_tally(&refs, 32).lost, 2);
+    }
+
+    #[test]
+    fn group_tally_counts_a_message_at_two_members_as_duplicated() {
+        let (a, _) = feed(&[0, 1, 2, 5]);
+        let (b, _) = feed(&[2, 3, 5, 5]);
+        let (c, _) = feed(&[5]);
+        let t = group_tally(&[&a, &b, &c], 7);
+        // 5 reached three members (2 extra) plus once more at b; 2 reached two members.
+        assert_eq!(t.across_members, 3);
+        assert_eq!(t.within_member, 1);
+        assert_eq!(t.duplicated(), 4);
+        assert_eq!(t.distinct, 5); // 0 1 2 3 5
+        assert_eq!(t.lost, 2); // 4 and 6
+        assert_eq!(t.received, 9);
+    }
+
+    #[test]
+    fn group_tally_agrees_with_a_naive_reference() {
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        for round in 0..300 {
+            let sent = rng.next() % 150;
+            let members = 1 + (rng.next() % 4) as usize;
+            let mut streams: Vec<Vec<u64>> = vec![Vec::new(); members];
+            for s in 0..sent + 3 {
+                // Numbers at or above `sent` may arrive too (a broker bug): not lost.
+                let copies = match rng.next() % 12 {
+                    0 => 0,
+                    1 => 2,
+                    2 => 3,
+                    _ => 1,
+                };
+                for _ in 0..copies {
+                    streams[(rng.next() % members as u64) as usize].push(s);
+                }
+            }
+            let mut counters = vec![StreamCounter::default(); members];
+            for (c, st) in counters.iter_mut().zip(&streams) {
+                for &s in st {
+                    c.record(s);
+                }
+            }
+            let refs: Vec<&StreamCounter> = counters.iter().collect();
+            let t = group_tally(&refs, sent);
+            let mut all: Vec<u64> = streams.concat();
+            all.sort_unstable();
+            let distinct: HashSet<u64> = all.iter().copied().collect();
+            let lost = (0..sent).filter(|s| !distinct.contains(s)).count() as u64;
+            let within: u64 = streams
+                .iter()
+                .map(|st| st.len() as u64 - st.iter().collect::<HashSet<_>>().len() as u64)
+                .sum();
+            let members_per_number = |s: u64| streams.iter().filter(|st| st.contains(&s)).count();
+            let across: u64 = distinct
+                .iter()
+                .map(|&s| members_per_number(s) as u64 - 1)
+                .sum();
+            assert_eq!(t.received, all.len() as u64, "round {round}");
+            assert_eq!(t.distinct, distinct.len() as u64, "round {round}");
+            assert_eq!(t.lost, lost, "round {round}");
+            assert_eq!(t.within_member, within, "round {round}");
+            assert_eq!(t.across_members, across, "round {round}");
+            assert_eq!(
+                t.received,
+                t.distinct + t.duplicated(),
+                "round {round}: every delivery is a first or a duplicate"
+            );
         }
     }
 }

@@ -7,6 +7,7 @@
 //! window and its memory are read from `/proc`.
 
 mod cli;
+mod conns;
 mod counter;
 mod offline;
 mod payload;
@@ -48,8 +49,12 @@ fn main() -> ExitCode {
 struct Plan {
     roles: Vec<Role>,
     publishers: usize,
-    /// Indexed by subscriber id: the publisher ids it must receive every message of.
+    /// Indexed by subscriber id: the publisher ids it must receive every message of (for a
+    /// shared subscription: that the group must receive, each message at one member).
     expects: Vec<Vec<u32>>,
+    /// Per publisher: how many times each of its messages must be delivered, which is also
+    /// the number of its slots in `Shared::progress`.
+    watchers: Vec<usize>,
 }
 
 fn plan(o: &Options) -> Plan {
@@ -87,7 +92,64 @@ fn plan(o: &Options) -> Plan {
                 topic: "bench/fanout".into(),
             });
         }
-        Scenario::Offline => unreachable!("offline has its own driver"),
+        Scenario::SharedSub => {
+            publishers = o.publishers;
+            // One progress slot per publisher, shared by the members: it counts the messages
+            // the group received, so the window bounds what is in flight to the whole group.
+            for j in 0..o.subscribers as u32 {
+                roles.push(Role::Subscriber {
+                    id: j,
+                    filter: format!("$share/{}/bench/shared/+", o.group),
+                    slots: (0..publishers as u32).map(|p| (p, 0)).collect(),
+                });
+                expects.push((0..publishers as u32).collect());
+            }
+            for i in 0..publishers as u32 {
+                roles.push(Role::Publisher {
+                    id: i,
+                    topic: format!("bench/shared/{i}"),
+                });
+            }
+            let watchers = vec![1; publishers];
+            return Plan {
+                roles,
+                publishers,
+                expects,
+                watchers,
+            };
+        }
+        Scenario::Pub => {
+            publishers = o.publishers;
+            let topic = o.topic.as_deref().unwrap_or("bench/pubsub/{i}");
+            for i in 0..publishers as u32 {
+                roles.push(Role::Publisher {
+                    id: i,
+                    topic: topic.replace("{i}", &(o.id_base + i).to_string()),
+                });
+            }
+        }
+        Scenario::Sub => {
+            // Publisher ids come from the payloads; no progress slots (no window).
+            publishers = o.max_publishers;
+            let filter = o.topic.clone().unwrap_or_else(|| "bench/pubsub/+".into());
+            for j in 0..o.subscribers as u32 {
+                roles.push(Role::Subscriber {
+                    id: j,
+                    filter: filter.clone(),
+                    slots: Vec::new(),
+                });
+                expects.push((0..publishers as u32).collect());
+            }
+            return Plan {
+                roles,
+                publishers,
+                expects,
+                watchers: vec![0; publishers],
+            };
+        }
+        Scenario::Offline | Scenario::Conn | Scenario::Storm => {
+            unreachable!("{} has its own driver", o.scenario.name())
+        }
         Scenario::P2p => {
             publishers = o.pairs;
             for i in 0..o.pairs as u32 {
@@ -106,10 +168,17 @@ fn plan(o: &Options) -> Plan {
             }
         }
     }
+    let mut watchers = vec![0usize; publishers];
+    for e in &expects {
+        for &p in e {
+            watchers[p as usize] += 1;
+        }
+    }
     Plan {
         roles,
         publishers,
         expects,
+        watchers,
     }
 }
 
@@ -132,8 +201,10 @@ fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
 
 fn run(o: &Options) -> Result<(), String> {
     let addr = cli::resolve(&o.host, o.port)?;
-    if o.scenario == Scenario::Offline {
-        return offline::run(o, addr);
+    match o.scenario {
+        Scenario::Offline => return offline::run(o, addr),
+        Scenario::Conn | Scenario::Storm => return conns::run(o, addr),
+        _ => {}
     }
     let plan = plan(o);
     let threads = o.threads.clamp(1, plan.roles.len());
@@ -150,7 +221,7 @@ fn run(o: &Options) -> Result<(), String> {
         inflight: o.inflight,
         // Every (subscriber, publisher) stream gets an equal share of the window.
         window_per_publisher: if o.rate == 0 && o.window > 0 {
-            let streams: usize = plan.expects.iter().map(Vec::len).sum();
+            let streams: usize = plan.watchers.iter().sum();
             o.window.div_ceil(streams.max(1) as u64)
         } else {
             0
@@ -159,17 +230,23 @@ fn run(o: &Options) -> Result<(), String> {
         client_prefix: format!("rmqb{}", std::process::id()),
         publishers: plan.publishers,
         handshake_timeout: Duration::from_secs(10),
+        id_base: if o.scenario == Scenario::Pub {
+            o.id_base
+        } else {
+            0
+        },
+        count_per_publisher: if o.scenario == Scenario::Pub {
+            o.count
+        } else {
+            0
+        },
+        group_window: o.scenario == Scenario::SharedSub,
     };
     let mut shares: Vec<Vec<Role>> = vec![Vec::new(); threads];
     for (k, role) in plan.roles.iter().enumerate() {
         shares[k % threads].push(role.clone());
     }
-    let mut watchers = vec![0usize; plan.publishers];
-    for e in &plan.expects {
-        for &p in e {
-            watchers[p as usize] += 1;
-        }
-    }
+    let watchers = plan.watchers.clone();
     let mut owner = vec![0usize; plan.publishers];
     for (w, roles) in shares.iter().enumerate() {
         for role in roles {
@@ -178,7 +255,8 @@ fn run(o: &Options) -> Result<(), String> {
             }
         }
     }
-    let shared = Shared::new(&watchers, owner, threads);
+    let wall_clock = matches!(o.scenario, Scenario::Pub | Scenario::Sub);
+    let shared = Shared::new(&watchers, owner, threads, wall_clock);
     if let Some(pid) = o.broker_pid {
         procfs::cpu_secs(pid).map_err(|e| format!("broker pid {pid}: {e}"))?;
     }
@@ -231,7 +309,32 @@ fn run(o: &Options) -> Result<(), String> {
         let gen0 = procfs::cpu_secs(std::process::id()).ok();
         let go_ns = shared.now_ns().max(1);
         shared.go_ns.store(go_ns, Relaxed);
-        std::thread::sleep(Duration::from_secs_f64(o.duration_secs));
+        let deadline = Instant::now() + Duration::from_secs_f64(o.duration_secs);
+        let mut progress = Progress::new(o.scenario.name());
+        let count = o.count;
+        let subscribers = plan.expects.len() as u64;
+        wait_until(deadline, || {
+            let received = shared.received.load(Relaxed);
+            let sent: u64 = shared.sent.iter().map(|s| s.load(Relaxed)).sum();
+            progress.tick(&format!("sent {sent}, received {received}"));
+            match o.scenario {
+                Scenario::Pub => {
+                    count > 0
+                        && shared.sent.iter().all(|s| s.load(Relaxed) >= count)
+                        && shared.unacked.iter().all(|u| u.load(Relaxed) == 0)
+                }
+                Scenario::Sub => {
+                    (count > 0 && shared.distinct.load(Relaxed) >= count * subscribers)
+                        || (received > 0
+                            && shared
+                                .now_ns()
+                                .saturating_sub(shared.last_receive_ns.load(Relaxed))
+                                >= o.drain_idle_ms * 1_000_000)
+                }
+                _ => false,
+            }
+        });
+        progress.done();
         shared.stop.store(true, Relaxed);
         let stop_ns = shared.now_ns();
         wait_until(Instant::now() + Duration::from_secs(10), || {
@@ -284,7 +387,7 @@ fn run(o: &Options) -> Result<(), String> {
             rss_kib: rss,
             generator_cpu_s: gen0.zip(gen1).map(|(a, b)| b - a),
         };
-        let summary = summarize(&plan, &sent, expected, reports);
+        let summary = summarize(o.scenario, &plan, &sent, expected, reports);
         print_results(o, &summary, &window, &broker);
         Ok(())
     })
@@ -322,9 +425,21 @@ struct Summary {
     errors: Vec<String>,
     unexpected_acks: u64,
     latency: Histogram<u64>,
+    /// sharedsub: extra deliveries of a message to a second member (part of `duplicated`).
+    across_members: u64,
+    /// Deliveries per subscriber (per member, for sharedsub).
+    member_received: Vec<u64>,
+    /// sub: publishers heard from.
+    publishers_seen: u64,
 }
 
-fn summarize(plan: &Plan, sent: &[u64], expected: u64, reports: Vec<Report>) -> Summary {
+fn summarize(
+    scenario: Scenario,
+    plan: &Plan,
+    sent: &[u64],
+    expected: u64,
+    reports: Vec<Report>,
+) -> Summary {
     let mut s = Summary {
         sent: sent.iter().sum(),
         expected,
@@ -341,7 +456,13 @@ fn summarize(plan: &Plan, sent: &[u64], expected: u64, reports: Vec<Report>) -> 
         unexpected_acks: 0,
         latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
             .expect("valid histogram bounds"),
+        across_members: 0,
+        member_received: Vec::new(),
+        publishers_seen: 0,
     };
+    // Shared subscription: the members' streams of each publisher, tallied as one group.
+    let mut group: Vec<Vec<counter::StreamCounter>> = vec![Vec::new(); plan.publishers];
+    let mut seen = vec![false; plan.publishers];
     for r in reports {
         let _ = s.latency.add(&r.latency);
         s.errors.extend(r.errors);
@@ -350,18 +471,32 @@ fn summarize(plan: &Plan, sent: &[u64], expected: u64, reports: Vec<Report>) -> 
             s.unexpected += sub.foreign;
             s.received += sub.foreign;
             let expects = &plan.expects[sub.id as usize];
-            for (p, stream) in sub.streams.iter().enumerate() {
-                s.received += stream.received();
+            let mut member = 0;
+            for (p, stream) in sub.streams.into_iter().enumerate() {
+                member += stream.received();
                 if !expects.contains(&(p as u32)) {
+                    s.received += stream.received();
                     s.unexpected += stream.received();
                     continue;
                 }
+                if scenario == Scenario::SharedSub {
+                    group[p].push(stream);
+                    continue;
+                }
+                s.received += stream.received();
+                seen[p] |= stream.received() > 0;
+                // A standalone subscriber knows no sent count: gaps below the highest number.
+                let sent_p = if scenario == Scenario::Sub {
+                    stream.high_water()
+                } else {
+                    sent[p]
+                };
                 s.distinct += stream.distinct();
-                let lost = stream.lost(sent[p]);
+                let lost = stream.lost(sent_p);
                 s.lost += lost;
                 s.duplicated += stream.duplicates();
                 s.reordered += stream.reordered();
-                if stream.beyond(sent[p]) {
+                if stream.beyond(sent_p) {
                     s.beyond_sent += 1;
                 }
                 if lost > 0 {
@@ -369,8 +504,30 @@ fn summarize(plan: &Plan, sent: &[u64], expected: u64, reports: Vec<Report>) -> 
                     s.worst.push((sub.id, p as u32, lost));
                 }
             }
+            s.member_received.push(member);
         }
     }
+    for (p, members) in group.iter().enumerate() {
+        if scenario != Scenario::SharedSub {
+            break;
+        }
+        let refs: Vec<&counter::StreamCounter> = members.iter().collect();
+        let t = counter::group_tally(&refs, sent[p]);
+        s.received += t.received;
+        s.distinct += t.distinct;
+        s.lost += t.lost;
+        s.duplicated += t.duplicated();
+        s.across_members += t.across_members;
+        s.reordered += t.reordered;
+        if members.iter().any(|m| m.beyond(sent[p])) {
+            s.beyond_sent += 1;
+        }
+        if t.lost > 0 {
+            s.streams_with_loss += 1;
+            s.worst.push((u32::MAX, p as u32, t.lost));
+        }
+    }
+    s.publishers_seen = seen.iter().filter(|&&x| x).count() as u64;
     s.worst.sort_by_key(|w| std::cmp::Reverse(w.2));
     s.worst.truncate(5);
     s
@@ -440,7 +597,27 @@ fn print_results(o: &Options, s: &Summary, w: &Window, b: &BrokerUsage) {
         s.lost, s.streams_with_loss, s.duplicated, s.reordered, s.unexpected
     );
     for (sub, publ, lost) in &s.worst {
-        println!("    subscriber {sub} lost {lost} of publisher {publ}");
+        if *sub == u32::MAX {
+            println!("    the group lost {lost} of publisher {publ}");
+        } else {
+            println!("    subscriber {sub} lost {lost} of publisher {publ}");
+        }
+    }
+    if o.scenario == Scenario::SharedSub {
+        let (lo, hi) = (
+            s.member_received.iter().min().copied().unwrap_or(0),
+            s.member_received.iter().max().copied().unwrap_or(0),
+        );
+        println!(
+            "  group      {} deliveries reached a second member; per member {lo} to {hi} deliveries",
+            s.across_members
+        );
+    }
+    if o.scenario == Scenario::Sub {
+        println!(
+            "  sub        {} publishers heard; lost = gaps below each publisher's highest number",
+            s.publishers_seen
+        );
     }
     println!("  latency    p50 {p50:.0} us, p99 {p99:.0} us, p99.9 {p999:.0} us, max {max:.0} us");
     match (b.cpu_s, per_cpu) {
@@ -505,13 +682,29 @@ fn print_results(o: &Options, s: &Summary, w: &Window, b: &BrokerUsage) {
         "generator_cpu_s": b.generator_cpu_s.map(|c| round(c, 3)),
         "measured_s": round(measured_s, 3),
     });
+    let mut json = json;
+    if o.scenario == Scenario::SharedSub {
+        json["group"] = o.group.clone().into();
+        json["duplicated_across_members"] = s.across_members.into();
+        json["member_received"] = s.member_received.clone().into();
+    }
+    if o.scenario == Scenario::Sub {
+        json["publishers_seen"] = s.publishers_seen.into();
+        json["topic"] = o.topic.clone().into();
+    }
+    if o.scenario == Scenario::Pub {
+        json["topic"] = o.topic.clone().into();
+        json["id_base"] = o.id_base.into();
+        json["count"] = o.count.into();
+    }
     println!("{json}");
 }
 
 fn s_publishers(o: &Options) -> usize {
     match o.scenario {
-        Scenario::FanIn => o.publishers,
+        Scenario::FanIn | Scenario::SharedSub | Scenario::Pub => o.publishers,
         Scenario::FanOut => 1,
+        Scenario::Sub | Scenario::Conn | Scenario::Storm => 0,
         Scenario::P2p | Scenario::Offline => o.pairs,
     }
 }
@@ -519,7 +712,56 @@ fn s_publishers(o: &Options) -> usize {
 fn s_subscribers(o: &Options) -> usize {
     match o.scenario {
         Scenario::FanIn => 1,
-        Scenario::FanOut => o.subscribers,
+        Scenario::FanOut | Scenario::SharedSub | Scenario::Sub => o.subscribers,
+        Scenario::Pub | Scenario::Conn | Scenario::Storm => 0,
         Scenario::P2p | Scenario::Offline => o.pairs,
+    }
+}
+
+/// The live progress line on stderr, once a second: rewritten in place on a terminal, one
+/// line each time otherwise.
+pub struct Progress {
+    name: &'static str,
+    start: Instant,
+    last: Instant,
+    tty: bool,
+    printed: bool,
+}
+
+impl Progress {
+    pub fn new(name: &'static str) -> Self {
+        // SAFETY: isatty has no preconditions.
+        let tty = unsafe { libc::isatty(2) } == 1;
+        let now = Instant::now();
+        Self {
+            name,
+            start: now,
+            last: now,
+            tty,
+            printed: false,
+        }
+    }
+
+    /// Prints `what` if a second passed since the last line.
+    pub fn tick(&mut self, what: &str) {
+        if self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last = Instant::now();
+        self.printed = true;
+        let t = self.start.elapsed().as_secs_f64();
+        if self.tty {
+            eprint!("\r\x1b[K[{} {t:5.1} s] {what}", self.name);
+        } else {
+            eprintln!("[{} {t:5.1} s] {what}", self.name);
+        }
+    }
+
+    /// Ends the line on a terminal.
+    pub fn done(&mut self) {
+        if self.tty && self.printed {
+            eprintln!();
+        }
+        self.printed = false;
     }
 }

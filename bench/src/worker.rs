@@ -42,6 +42,13 @@ pub struct Settings {
     pub publishers: usize,
     /// How long the connect and subscribe handshakes may take.
     pub handshake_timeout: Duration,
+    /// Added to the publisher index in every payload stamp (`pub`: several processes).
+    pub id_base: u32,
+    /// Messages per publisher, 0 = no limit.
+    pub count_per_publisher: u64,
+    /// Shared subscription: the window counts the messages the group received (each member
+    /// sees only some), rather than following each subscriber's highest number.
+    pub group_window: bool,
 }
 
 /// One connection's job.
@@ -62,8 +69,11 @@ pub enum Role {
 /// State shared by the workers and the main thread. Counters are published by each worker once
 /// per loop turn, not per message.
 pub struct Shared {
-    /// Payload time stamps count nanoseconds from here.
+    /// Payload time stamps count nanoseconds from here (plus `clock_offset_ns`).
     pub start: Instant,
+    /// Added to every time stamp: 0, or the wall-clock time of `start` in nanoseconds since
+    /// the Unix epoch, so that stamps compare across processes (`pub`, `sub`).
+    clock_offset_ns: u64,
     /// Workers whose connections are all connected and subscribed.
     pub ready: AtomicUsize,
     /// The first set-up failure.
@@ -100,11 +110,20 @@ pub struct Shared {
 impl Shared {
     /// `watchers[p]`: how many subscribers expect publisher `p`; `owner[p]`: the worker that
     /// runs it.
-    pub fn new(watchers: &[usize], owner: Vec<usize>, workers: usize) -> Self {
+    /// `wall_clock`: time stamps in nanoseconds since the Unix epoch rather than since start.
+    pub fn new(watchers: &[usize], owner: Vec<usize>, workers: usize, wall_clock: bool) -> Self {
         let publishers = watchers.len();
         assert_eq!(owner.len(), publishers);
+        let clock_offset_ns = if wall_clock {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        } else {
+            0
+        };
         Self {
             start: Instant::now(),
+            clock_offset_ns,
             ready: AtomicUsize::new(0),
             failed: Mutex::new(None),
             go_ns: AtomicU64::new(0),
@@ -128,8 +147,15 @@ impl Shared {
 
     /// Publishes subscriber progress on publisher `p`, and wakes the worker running `p` if it
     /// is asleep (it may be waiting for exactly this to open its window).
-    fn progress(&self, p: usize, slot: usize, high_water: u64, me: usize) {
-        self.progress[p][slot].store(high_water, Relaxed);
+    /// With `add`, `value` is a number of new distinct arrivals added to the slot (the members
+    /// of a shared subscription share one slot, which counts the messages the group received);
+    /// otherwise it is the subscriber's high-water mark.
+    fn progress(&self, p: usize, slot: usize, value: u64, add: bool, me: usize) {
+        if add {
+            self.progress[p][slot].fetch_add(value, Relaxed);
+        } else {
+            self.progress[p][slot].store(value, Relaxed);
+        }
         let w = self.owner[p];
         if w != me && self.idle[w].swap(false, SeqCst) {
             if let Some(waker) = self.wakers[w].get() {
@@ -139,7 +165,7 @@ impl Shared {
     }
 
     pub fn now_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        self.start.elapsed().as_nanos() as u64 + self.clock_offset_ns
     }
 
     fn fail(&self, why: String) {
@@ -223,6 +249,8 @@ struct SubState {
     /// Publishers heard from in this read, to publish progress once per read.
     touched: Vec<u32>,
     is_touched: Vec<bool>,
+    /// Per publisher: new distinct arrivals since progress was last published.
+    fresh: Vec<u64>,
 }
 
 enum Kind {
@@ -366,6 +394,7 @@ fn open(s: &Settings, role: &Role) -> Result<Conn, String> {
                 slots: vec![None; s.publishers],
                 touched: Vec::new(),
                 is_touched: vec![false; s.publishers],
+                fresh: vec![0; s.publishers],
             };
             for &(p, slot) in slots {
                 st.slots[p as usize] = Some(slot);
@@ -631,6 +660,11 @@ impl Worker {
 /// The sequence number below which publisher `id` may send now: `due` (its rate), capped by
 /// its end-to-end window.
 fn limit(id: u32, due: u64, s: &Settings, shared: &Shared) -> u64 {
+    let due = if s.count_per_publisher > 0 {
+        due.min(s.count_per_publisher)
+    } else {
+        due
+    };
     let slots = &shared.progress[id as usize];
     if s.window_per_publisher == 0 || slots.is_empty() {
         return due;
@@ -683,7 +717,7 @@ fn produce(c: &mut Conn, due: u64, s: &Settings, shared: &Shared, pool: &mut Byt
                 pool,
                 s.payload_bytes,
                 Stamp {
-                    publisher: st.id,
+                    publisher: st.id + s.id_base,
                     seq: st.seq,
                     sent_ns,
                 },
@@ -781,7 +815,11 @@ fn read_conn(
             let p = p as usize;
             st.is_touched[p] = false;
             if let Some(slot) = st.slots[p] {
-                shared.progress(p, slot, st.streams[p].high_water(), me);
+                if s.group_window {
+                    shared.progress(p, slot, std::mem::take(&mut st.fresh[p]), true, me);
+                } else {
+                    shared.progress(p, slot, st.streams[p].high_water(), false, me);
+                }
             }
         }
     }
@@ -813,6 +851,7 @@ fn handle_packets(
                         let p = stamp.publisher as usize;
                         if st.streams[p].record(stamp.seq) != Arrival::Duplicate {
                             delta.distinct += 1;
+                            st.fresh[p] += 1;
                         }
                         if st.slots[p].is_some() && !st.is_touched[p] {
                             st.is_touched[p] = true;
