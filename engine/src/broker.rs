@@ -1145,6 +1145,7 @@ impl Core {
                 return;
             }
             let before = slot.session.drops.total();
+            let before_full = slot.session.drops.queue_full;
             slot.session.deliver(d, now);
             let after = slot.session.drops.total();
             let dropped = after - before;
@@ -1158,6 +1159,11 @@ impl Core {
                     "messages dropped for a session (limits.max_queued_messages / max_queued_bytes, \
                      runtime.write_buffer_high_water_bytes, expiry or the client's maximum packet size)"
                 );
+            }
+            if slot.session.drops.queue_full > before_full {
+                // A QoS 1/2 message this session could not queue: its publisher is told
+                // (0x97 in MQTT 5) when it published on this core.
+                self.refused_in_route = true;
             }
             self.stats.messages_dropped += dropped;
             self.stats.messages_sent += 1 - dropped.min(1);

@@ -364,7 +364,10 @@ fn kill_9_at_random_moments_loses_no_acknowledged_message() {
     // subscriber acknowledges everything, making dead records to compact.
     let mut b = Broker::with_config(
         CORES,
-        "[storage]\nsegment_size_bytes = 65536\nmax_disk_bytes = 67108864\n",
+        // The offline sessions keep everything of every round: their queue bound
+        // (limits.max_queued_messages, 1,000 by default) must not be what drops messages here.
+        "[limits]\nmax_queued_messages = 1000000\nmax_queued_bytes = 1073741824\n\
+         [storage]\nsegment_size_bytes = 65536\nmax_disk_bytes = 67108864\n",
     );
     let v = ProtocolVersion::V5;
     let offline: Vec<String> = (0..CORES as u16)
@@ -527,4 +530,45 @@ fn a_full_quota_refuses_persistent_messages_with_0x97_and_recovers() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_message_a_full_session_queue_cannot_take_is_answered_0x97_in_mqtt_5() {
+    let b = Broker::with_config(1, "[limits]\nmax_queued_messages = 5\n");
+    let v = ProtocolVersion::V5;
+    let (mut sub, _) = persistent(&b, "full-sub", v);
+    sub.subscribe_ok("full/t", QoS::AtLeastOnce);
+    sub.disconnect();
+    let mut publ = Client::connect(b.addr, "full-pub", v);
+    let mut codes = Vec::new();
+    for i in 1..=8u16 {
+        publ.send(&Packet::Publish(common::publish_packet(
+            "full/t",
+            format!("{i}").as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            i,
+        )));
+        match publ.expect() {
+            Packet::PubAck(a) if a.packet_id == i => codes.push(a.reason_code),
+            other => panic!("expected PUBACK {i}, got {other:?}"),
+        }
+    }
+    use ringmq_codec::ReasonCode::{QuotaExceeded, Success};
+    assert_eq!(
+        codes,
+        vec![
+            Success,
+            Success,
+            Success,
+            Success,
+            Success,
+            QuotaExceeded,
+            QuotaExceeded,
+            QuotaExceeded
+        ]
+    );
+    let (mut sub, present) = persistent(&b, "full-sub", v);
+    assert!(present);
+    assert_eq!(receive(&mut sub, 5).len(), 5);
 }
