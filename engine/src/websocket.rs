@@ -584,6 +584,54 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn hostile_bytes_never_panic(bytes: Vec<u8>, chunk in 1usize..64) {
+            let mut ws = WsState::default();
+            for piece in bytes.chunks(chunk) {
+                ws.raw.extend_from_slice(piece);
+                let _ = drain(&mut ws, chunk);
+                proptest::prop_assert!(ws.raw.len() <= chunk + 139 || ws.is_closed());
+            }
+            let _ = check_upgrade(&bytes, "/mqtt", 1024);
+        }
+
+        #[test]
+        fn any_framing_yields_the_stream(
+            payload: Vec<u8>,
+            cuts in proptest::collection::vec(0usize..2000, 0..8),
+            pings in proptest::collection::vec(proptest::bool::ANY, 8),
+            chunk in 1usize..300,
+            read in 1usize..300,
+        ) {
+            // Split the payload into messages and frames at the cuts; pings between frames.
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(payload.len())).collect();
+            cuts.push(payload.len());
+            cuts.sort_unstable();
+            let mut wire = Vec::new();
+            let mut start = 0;
+            for (i, &end) in cuts.iter().enumerate() {
+                let first = i % 2 == 0;
+                let last = i % 2 == 1 || i + 1 == cuts.len();
+                let opcode = if first { OpCode::Data(Data::Binary) } else { OpCode::Data(Data::Continue) };
+                wire.extend(frame(opcode, last, &payload[start..end]));
+                if pings[i % pings.len()] {
+                    wire.extend(frame(OpCode::Control(Control::Ping), true, b"x"));
+                }
+                start = end;
+            }
+            let mut ws = WsState::default();
+            let mut got = Vec::new();
+            for piece in wire.chunks(chunk) {
+                ws.raw.extend_from_slice(piece);
+                let (g, r) = drain(&mut ws, read);
+                got.extend(g);
+                proptest::prop_assert_eq!(r, Ok(Decoded::NeedMore));
+            }
+            proptest::prop_assert_eq!(got, payload);
+        }
+    }
+
     #[test]
     fn direct_reads_unmask_across_calls() {
         let payload: Vec<u8> = (0..100u8).collect();
