@@ -268,6 +268,10 @@ pub async fn accepted(stream: TcpStream, ctx: Rc<ConnCtx>, listener: Rc<Listener
         }
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         drop(socket);
+        tracing::debug!(
+            %peer, client_id = %connect.client_id, from = me, to = home,
+            transport = listener.name, "moving the connection to its home core"
+        );
         ctx.core.borrow_mut().handoff(
             home,
             Box::new(Handoff {
