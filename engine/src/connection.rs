@@ -484,8 +484,12 @@ async fn reader(
         };
         match n {
             Err(error) if error.kind() == io::ErrorKind::InvalidData => {
-                let peer = stream.borrow().socket().peer_addr().ok();
-                tracing::info!(?peer, %error, "closing connection");
+                let (peer, transport) = {
+                    let t = stream.borrow();
+                    let peer = t.socket().peer_addr().map(|a| a.to_string());
+                    (peer.unwrap_or_default(), t.name())
+                };
+                tracing::info!(%peer, transport, %error, "closing connection");
                 return Ending::WithWill;
             }
             Ok(0) | Err(_) => return Ending::WithWill,
