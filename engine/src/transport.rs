@@ -525,18 +525,6 @@ pub struct ListenerTransport {
     pub name: &'static str,
 }
 
-impl ListenerTransport {
-    /// Plain TCP.
-    pub fn plain() -> ListenerTransport {
-        ListenerTransport {
-            tls: None,
-            use_identity_as_username: false,
-            websocket_path: None,
-            name: "tcp",
-        }
-    }
-}
-
 /// Limits of the handshakes.
 pub struct HandshakeLimits {
     /// For the TLS handshake and the WebSocket upgrade together.
