@@ -5,8 +5,11 @@
 # retained messages (set, delivered flagged, cleared) and the will (published when the client
 # dies or, in MQTT 5, disconnects with reason 0x04; not after a normal DISCONNECT); then, against
 # a second broker with a password file made by `ringmq passwd` (and `mosquitto_passwd` when
-# installed), `-u`/`-P` logins accepted, wrong passwords and anonymous clients refused. Every
-# client runs under `timeout` or is killed. Exits non-zero on the first failure.
+# installed), `-u`/`-P` logins accepted, wrong passwords and anonymous clients refused; then,
+# against a third broker with TLS listeners and certificates made with openssl: `--cafile`
+# delivery, a client trusting another CA refusing the server, client certificates accepted
+# from the CA with their CN as the ACL's user, refused when missing or from another CA.
+# Every client runs under `timeout` or is killed. Exits non-zero on the first failure.
 #
 #   tests/mosquitto-clients.sh            # port 18830, or RINGMQ_PORT
 set -euo pipefail
@@ -204,4 +207,94 @@ for V in mqttv311 mqttv5; do
   pass "$V: an anonymous client is refused"
 done
 kill "$AUTH_PID"
+
+# TLS: a CA, a server certificate for 127.0.0.1 and a client certificate made with openssl; a
+# third broker with a TLS listener (server certificate only) and a TLS listener that requires
+# client certificates from the CA and takes their CN as the username (an ACL grants a topic
+# to that CN only).
+TLS_PORT=$((PORT + 2))
+MTLS_PORT=$((PORT + 3))
+command -v openssl >/dev/null || fail "openssl not found (apt-get install -y openssl)"
+PKI="$WORK/pki"
+mkdir -p "$PKI"
+ossl() { openssl "$@" >>"$PKI/openssl.log" 2>&1 || fail "openssl $1 failed: $(tail -n 3 "$PKI/openssl.log")"; }
+make_ca() { # NAME: a self-signed CA in $PKI/NAME.crt and .key
+  ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -keyout "$PKI/$1.key" -out "$PKI/$1.crt" -subj "/CN=ringmq test $1" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+}
+make_leaf() { # NAME CN CA EXTENSIONS: a certificate signed by CA
+  ossl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$PKI/$1.key" -out "$PKI/$1.csr" -subj "/CN=$2"
+  printf '%b' "$4" >"$PKI/$1.ext"
+  ossl x509 -req -in "$PKI/$1.csr" -CA "$PKI/$3.crt" -CAkey "$PKI/$3.key" -CAcreateserial \
+    -days 2 -out "$PKI/$1.crt" -extfile "$PKI/$1.ext"
+}
+make_ca ca
+make_ca other-ca
+make_leaf server localhost ca 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
+make_leaf client mc-device ca 'extendedKeyUsage=clientAuth\n'
+make_leaf stranger mc-device other-ca 'extendedKeyUsage=clientAuth\n'
+printf 'user mc-device\ntopic readwrite devices/mc-device/#\n' >"$WORK/tls.acl"
+{
+  printf '[auth]\nacl_file = "%s"\n\n' "$WORK/tls.acl"
+  printf '[[listeners]]\nbind = "%s:%s"\n[listeners.tls]\ncert_file = "%s"\nkey_file = "%s"\n\n' \
+    "$HOST" "$TLS_PORT" "$PKI/server.crt" "$PKI/server.key"
+  printf '[[listeners]]\nbind = "%s:%s"\n[listeners.tls]\ncert_file = "%s"\nkey_file = "%s"\n' \
+    "$HOST" "$MTLS_PORT" "$PKI/server.crt" "$PKI/server.key"
+  printf 'ca_file = "%s"\nuse_identity_as_username = true\n' "$PKI/ca.crt"
+} >"$WORK/tls.toml"
+timeout 60 "$RINGMQ" check-config --config "$WORK/tls.toml" >/dev/null 2>"$WORK/tls-check.log" ||
+  fail "check-config refused the TLS configuration: $(cat "$WORK/tls-check.log")"
+timeout 300 "$RINGMQ" --config "$WORK/tls.toml" --cores 2 --data-dir "$WORK/data-tls" \
+  --log-level warn >"$WORK/tls-broker.log" 2>&1 &
+TLS_PID=$!
+for _ in $(seq 1 100); do
+  grep -q "ringmq listening on $HOST:$MTLS_PORT" "$WORK/tls-broker.log" 2>/dev/null && break
+  kill -0 "$TLS_PID" 2>/dev/null || fail "the TLS broker exited at start: $(cat "$WORK/tls-broker.log")"
+  sleep 0.1
+done
+tls_fail() { kill "$TLS_PID" 2>/dev/null; fail "$@"; }
+# Delivery through a subscriber and a publisher with the same TLS options.
+#   tls_deliver VERSION PORT TOPIC CLIENT-OPTIONS...
+tls_deliver() {
+  local v=$1 port=$2 topic=$3 out="$WORK/tls.out"
+  shift 3
+  : >"$out"
+  timeout 10 mosquitto_sub -h "$HOST" -p "$port" -V "$v" "$@" -t "$topic" -C 1 -W 8 >"$out" &
+  local sub_pid=$!
+  for _ in $(seq 1 50); do
+    kill -0 "$sub_pid" 2>/dev/null || break
+    timeout 10 mosquitto_pub -h "$HOST" -p "$port" -V "$v" "$@" -t "$topic" -m "over tls $v" ||
+      tls_fail "$v: mosquitto_pub over TLS to port $port failed"
+    sleep 0.1
+  done
+  wait "$sub_pid" || tls_fail "$v: the TLS subscriber on port $port got nothing"
+  [[ "$(cat "$out")" == "over tls $v" ]] || tls_fail "$v: over TLS got '$(cat "$out")'"
+}
+for V in mqttv311 mqttv5; do
+  # The ACL grants the topic to mc-device only; on the first listener the client names itself
+  # (no password file: user names are not checked).
+  tls_deliver "$V" "$TLS_PORT" "devices/mc-device/t" --cafile "$PKI/ca.crt" -u mc-device
+  pass "$V: mosquitto_pub/sub --cafile over TLS"
+  if timeout 10 mosquitto_pub -h "$HOST" -p "$TLS_PORT" -V "$V" --cafile "$PKI/other-ca.crt" \
+    -t x -m x 2>/dev/null; then
+    tls_fail "$V: a client trusting another CA connected"
+  fi
+  pass "$V: a client that does not trust the server's CA refuses it"
+  tls_deliver "$V" "$MTLS_PORT" "devices/mc-device/t" --cafile "$PKI/ca.crt" \
+    --cert "$PKI/client.crt" --key "$PKI/client.key"
+  pass "$V: client certificate accepted; its CN (mc-device) is the user the ACL grants"
+  if timeout 10 mosquitto_pub -h "$HOST" -p "$MTLS_PORT" -V "$V" --cafile "$PKI/ca.crt" \
+    -q 1 -t devices/mc-device/t -m x 2>/dev/null; then
+    tls_fail "$V: a client without a certificate was accepted"
+  fi
+  if timeout 10 mosquitto_pub -h "$HOST" -p "$MTLS_PORT" -V "$V" --cafile "$PKI/ca.crt" \
+    --cert "$PKI/stranger.crt" --key "$PKI/stranger.key" -q 1 -t devices/mc-device/t -m x 2>/dev/null; then
+    tls_fail "$V: a client with a certificate of another CA was accepted"
+  fi
+  pass "$V: clients without a certificate, or with one from another CA, are refused"
+done
+kill -0 "$TLS_PID" 2>/dev/null || fail "the TLS broker died"
+kill "$TLS_PID"
 echo "all mosquitto client checks passed"

@@ -41,6 +41,9 @@ pub const MIN_IO_MEMORY_BYTES: u64 = 64 * 1024;
 /// The largest `runtime.io_memory_bytes` accepted (per executor).
 pub const MAX_IO_MEMORY_BYTES: u64 = 1 << 30;
 
+/// The longest `listeners[].websocket.path` accepted.
+pub const MAX_WEBSOCKET_PATH_BYTES: usize = 1024;
+
 /// The default MQTT TCP listener address, `127.0.0.1:1883`.
 pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1883);
 
@@ -151,6 +154,13 @@ pub struct ListenerConfig {
     pub backlog: u32,
     /// Most connections open at once on this listener.
     pub max_connections: u64,
+    /// TLS on this listener (`[listeners.tls]`); not set: plain TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// MQTT over WebSocket on this listener (`[listeners.websocket]`), over TLS when `tls` is
+    /// set too; not set: MQTT directly on the byte stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketConfig>,
 }
 
 impl Default for ListenerConfig {
@@ -159,6 +169,56 @@ impl Default for ListenerConfig {
             bind: DEFAULT_BIND,
             backlog: 1024,
             max_connections: 100_000,
+            tls: None,
+            websocket: None,
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// The transport's short name, as logged and printed at start-up: `tcp`, `tls`, `ws`, `wss`.
+    pub fn transport_name(&self) -> &'static str {
+        match (self.tls.is_some(), self.websocket.is_some()) {
+            (false, false) => "tcp",
+            (true, false) => "tls",
+            (false, true) => "ws",
+            (true, true) => "wss",
+        }
+    }
+}
+
+/// TLS on a listener (a `[listeners.tls]` table). PEM files, read at start-up; a missing or
+/// invalid file stops the broker (and `check-config`) with a message naming it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM, leaf first).
+    pub cert_file: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to; when set, every client
+    /// must present a valid certificate. Not set: no client certificates are asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Use the client certificate's subject common name (CN) as the username, instead of the
+    /// one in CONNECT; the certificate then replaces the password check (the ACL still
+    /// applies). Needs `ca_file`.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+}
+
+/// MQTT over WebSocket on a listener (a `[listeners.websocket]` table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// The HTTP path of the upgrade request; other paths get 404.
+    pub path: String,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            path: "/mqtt".to_owned(),
         }
     }
 }
@@ -175,6 +235,12 @@ pub struct Limits {
     pub max_packet_size_bytes: u32,
     /// Time a new connection has to complete its CONNECT.
     pub connect_timeout_ms: u64,
+    /// Time a new connection on a TLS or WebSocket listener has to complete the TLS handshake
+    /// and the WebSocket upgrade (before `connect_timeout_ms` starts).
+    pub handshake_timeout_ms: u64,
+    /// Largest WebSocket upgrade request (request line and headers), in bytes; larger ones
+    /// get 431 and are closed.
+    pub max_websocket_handshake_bytes: u32,
     /// Longest keep-alive granted (1..=65535); an MQTT 5 client asking more
     /// (or 0, no keep-alive, unless this is 65535) gets this value back as
     /// Server Keep Alive.
@@ -221,6 +287,8 @@ impl Default for Limits {
             max_connections: 1_000_000,
             max_packet_size_bytes: 1_048_576,
             connect_timeout_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+            max_websocket_handshake_bytes: 16 * 1024,
             max_keep_alive_secs: 65_535,
             max_inflight_messages: 32,
             max_queued_messages: 1000,
@@ -750,6 +818,40 @@ impl Config {
             }
             check_range(&key("backlog"), listener.backlog, 1, i32::MAX as u32)?;
             check_min(&key("max_connections"), listener.max_connections, 1)?;
+            if let Some(tls) = &listener.tls {
+                for (field, path) in [
+                    ("tls.cert_file", Some(&tls.cert_file)),
+                    ("tls.key_file", Some(&tls.key_file)),
+                    ("tls.ca_file", tls.ca_file.as_ref()),
+                ] {
+                    if path.is_some_and(|p| p.as_os_str().is_empty()) {
+                        return Err(invalid(key(field), "must not be empty"));
+                    }
+                }
+                if tls.use_identity_as_username && tls.ca_file.is_none() {
+                    return Err(invalid(
+                        key("tls.use_identity_as_username"),
+                        "needs tls.ca_file (client certificates must be required to use \
+                         their identity)",
+                    ));
+                }
+            }
+            if let Some(ws) = &listener.websocket {
+                let path = &ws.path;
+                if !path.starts_with('/')
+                    || path.len() > MAX_WEBSOCKET_PATH_BYTES
+                    || !path.bytes().all(|b| b.is_ascii_graphic())
+                    || path.contains(['?', '#'])
+                {
+                    return Err(invalid(
+                        key("websocket.path"),
+                        format!(
+                            "must start with '/', hold only visible ASCII without '?' or '#', \
+                             and be at most {MAX_WEBSOCKET_PATH_BYTES} bytes, got {path:?}"
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -768,6 +870,18 @@ impl Config {
             l.connect_timeout_ms,
             1,
             3_600_000,
+        )?;
+        check_range(
+            "limits.handshake_timeout_ms",
+            l.handshake_timeout_ms,
+            1,
+            3_600_000,
+        )?;
+        check_range(
+            "limits.max_websocket_handshake_bytes",
+            l.max_websocket_handshake_bytes,
+            256,
+            1024 * 1024,
         )?;
         check_range(
             "limits.max_keep_alive_secs",
@@ -1352,7 +1466,78 @@ mod tests {
         });
         c.shared_subscriptions.strategy = SharedSubscriptionStrategy::HashClientId;
         c.log.format = LogFormat::Json;
+        c.listeners.push(ListenerConfig {
+            bind: "[::]:8884".parse().unwrap(),
+            tls: Some(TlsConfig {
+                cert_file: "s.crt".into(),
+                key_file: "s.key".into(),
+                ca_file: Some("ca.crt".into()),
+                use_identity_as_username: true,
+            }),
+            websocket: Some(WebSocketConfig::default()),
+            ..ListenerConfig::default()
+        });
         let text = c.to_toml_string();
         assert_eq!(Config::from_toml_str(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn tls_and_websocket_listeners() {
+        let c = Config::from_toml_str(
+            "[[listeners]]\nbind = \"0.0.0.0:8883\"\n[listeners.tls]\ncert_file = \"a.crt\"\n\
+             key_file = \"a.key\"\n\n[[listeners]]\nbind = \"0.0.0.0:8080\"\n\
+             [listeners.websocket]\n\n[[listeners]]\nbind = \"0.0.0.0:8081\"\n\
+             websocket = { path = \"/ws\" }\ntls = { cert_file = \"a.crt\", key_file = \"a.key\", \
+             ca_file = \"ca.crt\", use_identity_as_username = true }\n",
+        )
+        .unwrap();
+        let names: Vec<_> = c.listeners.iter().map(|l| l.transport_name()).collect();
+        assert_eq!(names, ["tls", "ws", "wss"]);
+        assert_eq!(c.listeners[1].websocket.as_ref().unwrap().path, "/mqtt");
+        assert_eq!(c.listeners[2].websocket.as_ref().unwrap().path, "/ws");
+        assert!(
+            c.listeners[2]
+                .tls
+                .as_ref()
+                .unwrap()
+                .use_identity_as_username
+        );
+        for (text, key) in [
+            (
+                "[[listeners]]\n[listeners.tls]\ncert_file = \"a\"\nkey_file = \"b\"\n\
+                 use_identity_as_username = true\n",
+                "listeners[0].tls.use_identity_as_username",
+            ),
+            (
+                "[[listeners]]\n[listeners.tls]\ncert_file = \"\"\nkey_file = \"b\"\n",
+                "listeners[0].tls.cert_file",
+            ),
+            (
+                "[[listeners]]\n[listeners.websocket]\npath = \"mqtt\"\n",
+                "listeners[0].websocket.path",
+            ),
+            (
+                "[[listeners]]\n[listeners.websocket]\npath = \"/a b\"\n",
+                "listeners[0].websocket.path",
+            ),
+            (
+                "[limits]\nhandshake_timeout_ms = 0",
+                "limits.handshake_timeout_ms",
+            ),
+            (
+                "[limits]\nmax_websocket_handshake_bytes = 10",
+                "limits.max_websocket_handshake_bytes",
+            ),
+        ] {
+            assert_eq!(invalid_key(text).0, key, "{text}");
+        }
+        // cert_file and key_file are required; unknown keys are errors.
+        assert!(
+            Config::from_toml_str("[[listeners]]\n[listeners.tls]\ncert_file = \"a\"\n").is_err()
+        );
+        assert!(Config::from_toml_str(
+            "[[listeners]]\n[listeners.tls]\ncert_file = \"a\"\nkey_file = \"b\"\ncafile = \"c\"\n"
+        )
+        .is_err());
     }
 }

@@ -2,26 +2,27 @@
 //! core's [`Core`], and writes what the session has encoded, one write per wake-up however many
 //! packets are waiting. Two tasks share the socket: a reader and a writer. They never run at
 //! the same time (one thread), so the socket sits in a `RefCell` borrowed only inside `poll`.
+//! The socket is a [`Transport`]: plain TCP, TLS, WebSocket or WebSocket over TLS; a TLS or
+//! WebSocket listener's handshakes run first (`transport::handshake`).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use ringmq_codec::{
     decode, ConnAck, Connect, DecodeError, DecodeOptions, Disconnect, FixedHeader, Packet,
-    PacketType, ProtocolVersion, ReasonCode,
+    PacketType, ProtocolVersion, ReasonCode, Utf8Bytes,
 };
 
 use crate::broker::{ConnLink, Core, Ending, Flow};
 use crate::mesh::{home_core, Handoff};
+use crate::transport::{self, HandshakeLimits, ListenerTransport, Transport, CLOSE_FLUSH_TIMEOUT};
 
 /// What every connection of a core shares.
 pub struct ConnCtx {
@@ -35,9 +36,13 @@ pub struct ConnCtx {
     pub connect_timeout: Duration,
     /// Set TCP_NODELAY on accepted sockets.
     pub tcp_nodelay: bool,
+    /// Time for the TLS handshake and the WebSocket upgrade.
+    pub handshake_timeout: Duration,
+    /// Largest WebSocket upgrade request.
+    pub max_websocket_handshake_bytes: usize,
 }
 
-type Stream = Rc<RefCell<TcpStream>>;
+type Stream = Rc<RefCell<Transport>>;
 
 /// How long a task waiting on a condition without a wake-up of its own (a backlogged mesh queue,
 /// a session with no room for retained messages) pauses before looking again.
@@ -46,8 +51,7 @@ pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(1);
 async fn read_some(stream: &Stream, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
     let start = buf.len();
     buf.resize(start + chunk, 0);
-    let result =
-        poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf[start..])).await;
+    let result = poll_fn(|cx| stream.borrow_mut().poll_read(cx, &mut buf[start..])).await;
     let n = *result.as_ref().unwrap_or(&0);
     buf.truncate(start + n);
     result
@@ -55,25 +59,45 @@ async fn read_some(stream: &Stream, buf: &mut BytesMut, chunk: usize) -> io::Res
 
 async fn write_all(stream: &Stream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
-        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, data)).await?;
+        let n = poll_fn(|cx| stream.borrow_mut().poll_write(cx, data)).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
         data = &data[n..];
     }
+    if !stream.borrow().is_plain() {
+        flush(stream).await?;
+    }
     Ok(())
+}
+
+/// Sends what waits below the MQTT bytes (TLS records, WebSocket frames); nothing for TCP.
+async fn flush(stream: &Stream) -> io::Result<()> {
+    poll_fn(|cx| stream.borrow_mut().poll_flush(cx)).await
 }
 
 fn shutdown(stream: &Stream) {
     // Wakes a reader blocked on this socket: its next read sees end of stream.
-    // SAFETY: the fd is owned by the stream, alive for this call.
-    unsafe { libc::shutdown(stream.borrow().as_raw_fd(), libc::SHUT_RDWR) };
+    transport::shutdown_socket(stream.borrow().socket());
+}
+
+/// Ends the connection: over TLS or WebSocket, the close frame and close_notify first
+/// (bounded by [`CLOSE_FLUSH_TIMEOUT`]); then the socket is shut down.
+async fn close(stream: &Stream) {
+    if !stream.borrow().is_plain() {
+        stream.borrow_mut().start_close();
+        let _ =
+            glommio::timer::timeout(CLOSE_FLUSH_TIMEOUT, async { Ok(flush(stream).await) }).await;
+    }
+    shutdown(stream);
 }
 
 /// Why reading CONNECT failed.
 enum ConnectFailure {
     /// Closed, timed out or broken before a CONNECT: just close.
     Silent,
+    /// The TLS or WebSocket layer refused what it read (its close is queued).
+    Transport(io::Error),
     /// A CONNECT that cannot be accepted: answer CONNACK with this reason in this version.
     Refuse(ProtocolVersion, ReasonCode),
 }
@@ -131,6 +155,9 @@ async fn read_connect(
             }
         }
         match read_some(stream, buf, ctx.read_buffer_bytes).await {
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(ConnectFailure::Transport(e))
+            }
             Ok(0) | Err(_) => return Err(ConnectFailure::Silent),
             Ok(_) => {}
         }
@@ -139,26 +166,46 @@ async fn read_connect(
 
 /// Serves a freshly accepted socket: reads CONNECT within the connect timeout, then either
 /// serves it here (its home core) or hands it to its home core.
-pub async fn accepted(stream: TcpStream, ctx: Rc<ConnCtx>) {
+pub async fn accepted(stream: TcpStream, ctx: Rc<ConnCtx>, listener: Rc<ListenerTransport>) {
     if ctx.tcp_nodelay {
         let _ = stream.set_nodelay(true);
     }
     let peer = stream
         .peer_addr()
         .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-    let stream: Stream = Rc::new(RefCell::new(stream));
+    let transport = if listener.tls.is_none() && listener.websocket_path.is_none() {
+        Transport::tcp(stream)
+    } else {
+        let limits = HandshakeLimits {
+            timeout: ctx.handshake_timeout,
+            max_websocket_bytes: ctx.max_websocket_handshake_bytes,
+            read_chunk: ctx.read_buffer_bytes,
+        };
+        match transport::handshake(stream, &listener, &limits, peer).await {
+            Some(t) => t,
+            None => return,
+        }
+    };
+    let stream: Stream = Rc::new(RefCell::new(transport));
     let mut buf = BytesMut::new();
     let read = glommio::timer::timeout(ctx.connect_timeout, async {
         Ok(read_connect(&stream, &mut buf, &ctx).await)
     })
     .await;
-    let connect = match read {
+    let mut connect = match read {
         Err(_) => {
             tracing::debug!(%peer, "no CONNECT within the connect timeout; closed");
+            close(&stream).await;
             return;
         }
         Ok(Err(ConnectFailure::Silent)) => {
             tracing::debug!(%peer, "connection closed before a valid CONNECT");
+            close(&stream).await;
+            return;
+        }
+        Ok(Err(ConnectFailure::Transport(error))) => {
+            tracing::info!(%peer, listener = listener.name, %error, "closing connection before CONNECT");
+            close(&stream).await;
             return;
         }
         Ok(Err(ConnectFailure::Refuse(version, reason))) => {
@@ -168,7 +215,32 @@ pub async fn accepted(stream: TcpStream, ctx: Rc<ConnCtx>) {
         }
         Ok(Ok(c)) => c,
     };
-    if !authenticate(&stream, &connect, peer, &ctx).await {
+    let certificate = listener.use_identity_as_username;
+    if certificate {
+        // The certificate's CN replaces whatever user name and password the CONNECT has.
+        let name = stream.borrow().peer_common_name();
+        match name.as_deref().map(Utf8Bytes::try_from) {
+            Some(Ok(name)) => {
+                connect.username = Some(name);
+                connect.password = None;
+            }
+            _ => {
+                tracing::info!(
+                    %peer, client_id = %connect.client_id,
+                    "CONNECT refused: the client certificate has no usable subject CN \
+                     (use_identity_as_username)"
+                );
+                let reason = if connect.protocol.is_v5() {
+                    ReasonCode::NotAuthorized
+                } else {
+                    ReasonCode::BadUserNameOrPassword
+                };
+                refuse(&stream, connect.protocol, reason).await;
+                return;
+            }
+        }
+    }
+    if !authenticate(&stream, &connect, peer, &ctx, certificate).await {
         return;
     }
     let (me, cores) = {
@@ -181,14 +253,25 @@ pub async fn accepted(stream: TcpStream, ctx: Rc<ConnCtx>) {
         home_core(connect.client_id.as_bytes(), cores)
     };
     if home != me {
-        // Move the socket to the home core: duplicate the descriptor, drop ours.
+        // Move the socket to the home core: duplicate the descriptor, drop ours. The TLS
+        // session and WebSocket state go along, with everything they buffered.
+        let Ok(transport) = Rc::try_unwrap(stream).map(RefCell::into_inner) else {
+            tracing::warn!(%peer, "cannot move connection to its home core: still shared");
+            return;
+        };
+        let (socket, state) = transport.detach();
         // SAFETY: dup of a descriptor we own; the copy is owned by the OwnedFd.
-        let fd = unsafe { libc::dup(stream.borrow().as_raw_fd()) };
+        let fd = unsafe { libc::dup(socket.as_raw_fd()) };
         if fd < 0 {
             tracing::warn!(%peer, error = %io::Error::last_os_error(), "cannot move connection to its home core");
             return;
         }
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        drop(socket);
+        tracing::debug!(
+            %peer, client_id = %connect.client_id, from = me, to = home,
+            transport = listener.name, "moving the connection to its home core"
+        );
         ctx.core.borrow_mut().handoff(
             home,
             Box::new(Handoff {
@@ -196,6 +279,7 @@ pub async fn accepted(stream: TcpStream, ctx: Rc<ConnCtx>) {
                 connect,
                 rest: buf,
                 peer,
+                transport: state,
             }),
         );
         return;
@@ -205,11 +289,24 @@ pub async fn accepted(stream: TcpStream, ctx: Rc<ConnCtx>) {
 
 /// Checks the credentials of a CONNECT on the core that read it, before it moves to its home
 /// core (the failed-login limiter counts per core). On refusal answers CONNACK and closes.
-async fn authenticate(stream: &Stream, connect: &Connect, peer: SocketAddr, ctx: &ConnCtx) -> bool {
+/// `certificate`: the user name comes from a verified client certificate, which replaces the
+/// password check.
+async fn authenticate(
+    stream: &Stream,
+    connect: &Connect,
+    peer: SocketAddr,
+    ctx: &ConnCtx,
+    certificate: bool,
+) -> bool {
     use crate::auth::Refusal;
     let verdict = {
         let mut core = ctx.core.borrow_mut();
-        let verdict = core.auth.authenticate(connect, peer.ip(), Instant::now());
+        let now = Instant::now();
+        let verdict = if certificate {
+            core.auth.authenticate_certificate(peer.ip(), now)
+        } else {
+            core.auth.authenticate(connect, peer.ip(), now)
+        };
         if verdict.is_err() {
             core.stats.auth_failed += 1;
         }
@@ -247,11 +344,11 @@ pub async fn handed_over(h: Box<Handoff>, ctx: Rc<ConnCtx>) {
         connect,
         rest,
         peer,
+        transport,
     } = *h;
     // SAFETY: the descriptor is a connected TCP socket we own, handed over whole.
-    let stream: Stream = Rc::new(RefCell::new(unsafe {
-        TcpStream::from_raw_fd(fd.into_raw_fd())
-    }));
+    let socket = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+    let stream: Stream = Rc::new(RefCell::new(Transport::attach(socket, transport)));
     serve(stream, connect, rest, peer, ctx).await;
 }
 
@@ -263,9 +360,12 @@ async fn refuse(stream: &Stream, version: ProtocolVersion, reason: ReasonCode) {
         properties: None,
     });
     if connack.encode(version, &mut out).is_ok() {
-        let _ = write_all(stream, &out).await;
+        let _ = glommio::timer::timeout(CLOSE_FLUSH_TIMEOUT, async {
+            Ok(write_all(stream, &out).await)
+        })
+        .await;
     }
-    shutdown(stream);
+    close(stream).await;
 }
 
 async fn serve(
@@ -292,6 +392,14 @@ async fn serve(
     tracing::debug!(%peer, client_id = %connect.client_id, ?version, "client connected");
     drop(connect);
     let sid = accepted.session;
+    {
+        let mut t = stream.borrow_mut();
+        t.set_writer_wake(link.clone());
+        if t.wants_flush() {
+            // Answers queued before the writer existed (pongs, TLS records).
+            link.notify.notify();
+        }
+    }
     let writer = glommio::spawn_local(writer(
         stream.clone(),
         link.clone(),
@@ -375,6 +483,15 @@ async fn reader(
             None => read.await,
         };
         match n {
+            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                let (peer, transport) = {
+                    let t = stream.borrow();
+                    let peer = t.socket().peer_addr().map(|a| a.to_string());
+                    (peer.unwrap_or_default(), t.name())
+                };
+                tracing::info!(%peer, transport, %error, "closing connection");
+                return Ending::WithWill;
+            }
             Ok(0) | Err(_) => return Ending::WithWill,
             Ok(n) => ctx.core.borrow_mut().stats.bytes_received += n as u64,
         }
@@ -409,6 +526,11 @@ async fn writer(
             core.stats.bytes_sent += out.len() as u64;
             core.on_written(sid, &link, Instant::now());
         }
+        if stream.borrow().wants_flush() && flush(&stream).await.is_err() {
+            close_with(&link, ReasonCode::Success);
+            shutdown(&stream);
+            return;
+        }
         if let Some(reason) = link.close.get() {
             if version.is_v5() && reason != ReasonCode::Success {
                 let mut out = BytesMut::new();
@@ -427,7 +549,7 @@ async fn writer(
                     let _ = write_all(&stream, &out).await;
                 }
             }
-            shutdown(&stream);
+            close(&stream).await;
             return;
         }
     }

@@ -15,4 +15,7 @@ pub mod runtime;
 pub mod session;
 #[cfg(test)]
 mod test_strategies;
+pub mod tls;
+pub mod transport;
 pub mod trie;
+pub mod websocket;

@@ -47,6 +47,21 @@ fn load_auth_files(config: &Config) -> Result<ringmq::auth::AuthFiles, String> {
     })
 }
 
+/// Reads the certificates and keys of the TLS listeners; the error names the key and the file.
+fn load_tls(config: &Config) -> Result<Vec<Option<ringmq::tls::TlsMaterial>>, String> {
+    config
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.tls
+                .as_ref()
+                .map(|tls| ringmq::tls::TlsMaterial::load(&format!("listeners[{i}]"), tls))
+                .transpose()
+        })
+        .collect()
+}
+
 /// Reads a password from the terminal (echo off, asked twice) or the first line of stdin.
 fn read_password() -> Result<String, String> {
     use std::io::BufRead as _;
@@ -143,7 +158,10 @@ fn main() -> ExitCode {
         }
         Command::Passwd(args) => passwd(args),
         Command::CheckConfig(options) => {
-            match load(&options).and_then(|c| load_auth_files(&c).map(|_| c)) {
+            match load(&options)
+                .and_then(|c| load_auth_files(&c).map(|_| c))
+                .and_then(|c| load_tls(&c).map(|_| c))
+            {
                 Ok(config) => {
                     println!("{}", config.to_toml_string());
                     eprintln!("ringmq: configuration is valid");
@@ -191,8 +209,18 @@ fn main() -> ExitCode {
                      accepted without a password check"
                 );
             }
+            let tls = match load_tls(&config) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    eprintln!("ringmq: cannot start: {e}");
+                    return ExitCode::from(1);
+                }
+            };
             let mut settings = RuntimeSettings::from_config(&config);
             settings.auth_files = auth_files;
+            for (listener, tls) in settings.listeners.iter_mut().zip(tls) {
+                listener.tls = tls;
+            }
             tracing::info!(
                 cores = settings.core.cores,
                 "ringmq {} starting",

@@ -103,10 +103,12 @@ pub struct Handoff {
     pub fd: OwnedFd,
     /// The decoded CONNECT.
     pub connect: Box<Connect>,
-    /// Bytes read after the CONNECT.
+    /// MQTT bytes read after the CONNECT (decrypted and unframed).
     pub rest: BytesMut,
     /// Peer address, for logs.
     pub peer: std::net::SocketAddr,
+    /// The TLS session and WebSocket state over the socket, with what they buffered.
+    pub transport: crate::transport::Detached,
 }
 
 /// The home core of a client identifier: a pure function, so a client id's session lives on

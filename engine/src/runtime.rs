@@ -23,6 +23,7 @@ use crate::broker::{Core, CoreSettings};
 use crate::connection::{self, ConnCtx};
 use crate::mesh::MeshMsg;
 use crate::message::CoreId;
+use crate::transport::ListenerTransport;
 use ringmq_ring::{Receiver, Sender, TrySendError};
 
 /// Set by SIGINT/SIGTERM.
@@ -57,8 +58,8 @@ fn install_signal_handlers() {
 pub struct RuntimeSettings {
     /// Broker settings per core.
     pub core: CoreSettings,
-    /// Listening addresses with their backlog.
-    pub listeners: Vec<(SocketAddr, i32)>,
+    /// The listeners.
+    pub listeners: Vec<ListenerSettings>,
     /// io_uring registered memory per executor.
     pub io_memory_bytes: usize,
     /// Per read call.
@@ -67,6 +68,10 @@ pub struct RuntimeSettings {
     pub connect_timeout: Duration,
     /// Largest packet accepted.
     pub max_packet_size_bytes: u32,
+    /// For the TLS handshake and the WebSocket upgrade.
+    pub handshake_timeout: Duration,
+    /// Largest WebSocket upgrade request.
+    pub max_websocket_handshake_bytes: usize,
     /// TCP_NODELAY on accepted sockets.
     pub tcp_nodelay: bool,
     /// Pause after EMFILE/ENFILE on accept.
@@ -81,6 +86,19 @@ pub struct RuntimeSettings {
     pub auth: crate::auth::AuthSettings,
     /// The password and ACL files as loaded at start-up (each core reloads its own on SIGHUP).
     pub auth_files: crate::auth::AuthFiles,
+}
+
+/// One listener: where, and what runs over its connections.
+pub struct ListenerSettings {
+    /// Listening address.
+    pub addr: SocketAddr,
+    /// `listen(2)` backlog.
+    pub backlog: i32,
+    /// TLS certificates and keys, loaded by the caller (`None`: no TLS, or not loaded yet:
+    /// a listener whose `tls` is set but not loaded is refused by [`run`]).
+    pub tls: Option<crate::tls::TlsMaterial>,
+    /// Its configuration.
+    pub config: crate::config::ListenerConfig,
 }
 
 fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<socket2::Socket> {
@@ -107,7 +125,8 @@ fn bind_all(
 ) -> std::io::Result<(Vec<SocketAddr>, Vec<Vec<OwnedFd>>)> {
     let mut per_core: Vec<Vec<OwnedFd>> = (0..cores).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
-    for &(addr, backlog) in &settings.listeners {
+    for listener in &settings.listeners {
+        let (addr, backlog) = (listener.addr, listener.backlog);
         let first = bind(addr, backlog)?;
         let actual = first.local_addr()?.as_socket().unwrap_or(addr);
         bound.push(actual);
@@ -125,6 +144,9 @@ pub enum RunError {
     /// A listener could not be bound.
     #[error("cannot listen: {0}")]
     Bind(std::io::Error),
+    /// A TLS listener without its certificates.
+    #[error("{0}")]
+    Tls(String),
     /// The data directory could not be opened or recovered.
     #[error("storage: {0}")]
     Storage(#[from] crate::persist::OpenError),
@@ -142,6 +164,13 @@ pub enum RunError {
 pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
     install_signal_handlers();
     let cores = settings.core.cores;
+    for (i, l) in settings.listeners.iter().enumerate() {
+        if l.config.tls.is_some() && l.tls.is_none() {
+            return Err(RunError::Tls(format!(
+                "listeners[{i}].tls: certificate and key not loaded"
+            )));
+        }
+    }
     // Recovery reads every core's log before any executor runs: the broker accepts no client
     // before its durable state is back.
     let started = Instant::now();
@@ -164,10 +193,28 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
     };
     let retained = Arc::new(retained);
     let (bound, mut fds) = bind_all(&settings, cores).map_err(RunError::Bind)?;
-    for addr in &bound {
-        // Tests and operators read this line to learn the port.
-        tracing::info!("listening on {addr}");
-        println!("ringmq listening on {addr}");
+    for (addr, listener) in bound.iter().zip(&settings.listeners) {
+        // Tests and operators read this line to learn the port (plain TCP: no suffix).
+        let kind = listener.config.transport_name();
+        let path = listener
+            .config
+            .websocket
+            .as_ref()
+            .map(|w| w.path.as_str())
+            .unwrap_or("");
+        tracing::info!(transport = kind, "listening on {addr}{path}");
+        if kind == "tcp" {
+            println!("ringmq listening on {addr}");
+        } else {
+            println!(
+                "ringmq listening on {addr} ({kind}{})",
+                if path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {path}")
+                }
+            );
+        }
     }
     // mesh[from][to]
     let mut senders: Vec<Vec<Option<Sender<MeshMsg>>>> = (0..cores)
@@ -252,6 +299,8 @@ async fn core_main(
         max_packet_size_bytes: settings.max_packet_size_bytes,
         connect_timeout: settings.connect_timeout,
         tcp_nodelay: settings.tcp_nodelay,
+        handshake_timeout: settings.handshake_timeout,
+        max_websocket_handshake_bytes: settings.max_websocket_handshake_bytes,
     });
     for (to, tx) in senders.into_iter().enumerate() {
         if let Some(tx) = tx {
@@ -262,12 +311,31 @@ async fn core_main(
         glommio::spawn_local(mesh_receiver(ctx.clone(), rx)).detach();
     }
     let mut accept_tasks = Vec::new();
-    for fd in listeners {
+    for (fd, listener) in listeners.into_iter().zip(&settings.listeners) {
+        // Each core builds its own TLS configuration (its own session cache: no shared lock).
+        let tls = match listener.tls.as_ref().map(|m| m.server_config()).transpose() {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::error!(core = id, addr = %listener.addr, "TLS listener not started: {e:?}");
+                continue;
+            }
+        };
+        let transport = Rc::new(ListenerTransport {
+            tls,
+            use_identity_as_username: listener
+                .config
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.use_identity_as_username),
+            websocket_path: listener.config.websocket.as_ref().map(|w| w.path.clone()),
+            name: listener.config.transport_name(),
+        });
         // SAFETY: a listening socket we own, handed over whole.
-        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        let socket = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
         accept_tasks.push(glommio::spawn_local(accept_loop(
-            listener,
+            socket,
             ctx.clone(),
+            transport,
             settings.accept_backoff,
         )));
     }
@@ -351,11 +419,17 @@ async fn flush_loop(
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Rc<ConnCtx>, backoff: Duration) {
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Rc<ConnCtx>,
+    transport: Rc<ListenerTransport>,
+    backoff: Duration,
+) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(connection::accepted(stream, ctx.clone())).detach();
+                glommio::spawn_local(connection::accepted(stream, ctx.clone(), transport.clone()))
+                    .detach();
             }
             Err(e) => {
                 let raw = match &e {
@@ -528,12 +602,19 @@ impl RuntimeSettings {
             listeners: config
                 .listeners
                 .iter()
-                .map(|l| (l.bind, i32::try_from(l.backlog).unwrap_or(i32::MAX)))
+                .map(|l| ListenerSettings {
+                    addr: l.bind,
+                    backlog: i32::try_from(l.backlog).unwrap_or(i32::MAX),
+                    tls: None,
+                    config: l.clone(),
+                })
                 .collect(),
             io_memory_bytes: sat(r.io_memory_bytes),
             read_buffer_bytes: r.read_buffer_bytes as usize,
             connect_timeout: Duration::from_millis(l.connect_timeout_ms),
             max_packet_size_bytes: l.max_packet_size_bytes,
+            handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
+            max_websocket_handshake_bytes: l.max_websocket_handshake_bytes as usize,
             tcp_nodelay: r.tcp_nodelay,
             accept_backoff: Duration::from_millis(r.accept_backoff_ms),
             cross_core_queue_capacity: r.cross_core_queue_capacity as usize,

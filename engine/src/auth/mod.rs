@@ -204,6 +204,16 @@ impl Auth {
         verdict
     }
 
+    /// Checks a connection whose user name comes from a client certificate verified by the
+    /// TLS layer (`use_identity_as_username`): the certificate replaces the password, so only
+    /// the limiter applies (an address that is refused stays refused).
+    pub fn authenticate_certificate(&mut self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+        match self.limiter.check(ip, now) {
+            Verdict::Refuse { first } => Err(Refusal::RateLimited { first }),
+            Verdict::Allow => Ok(()),
+        }
+    }
+
     /// The per-client state for a connection of `username` with `client_id`.
     pub fn client(&self, username: Option<&str>, client_id: &str) -> ClientAuth {
         ClientAuth {

@@ -17,8 +17,12 @@ use ringmq_codec::{
 /// drop), which survives [`Broker::kill9`] and [`Broker::restart`].
 pub struct Broker {
     child: Child,
-    /// Where it listens.
+    /// Where it listens (the first listener).
     pub addr: SocketAddr,
+    /// Every listener, in the configuration's order.
+    pub addrs: Vec<SocketAddr>,
+    /// Its listeners come from the configuration file (no `--listen`); this many.
+    listeners: Option<usize>,
     /// Its executors (`--cores`; 0 when not given).
     pub cores: usize,
     args: Vec<String>,
@@ -35,6 +39,17 @@ impl Broker {
 
     /// Starts `ringmq` with a configuration file holding `toml`.
     pub fn start_with_config(args: &[&str], toml: Option<&str>) -> Broker {
+        Self::start_inner(args, toml, None)
+    }
+
+    /// Starts `ringmq` with a configuration file holding `toml`, whose `listeners` listeners
+    /// are used as they are (no `--listen`): bind them to port 0. Their addresses are in
+    /// `addrs`, in order.
+    pub fn start_with_listeners(args: &[&str], toml: &str, listeners: usize) -> Broker {
+        Self::start_inner(args, Some(toml), Some(listeners))
+    }
+
+    fn start_inner(args: &[&str], toml: Option<&str>, listeners: Option<usize>) -> Broker {
         let dir = std::env::temp_dir().join(format!(
             "ringmq-test-{}-{}",
             std::process::id(),
@@ -48,7 +63,7 @@ impl Broker {
         });
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let data_dir = dir.join("data");
-        let (child, addr) = spawn(&args, config.as_deref(), &data_dir);
+        let (child, addrs) = spawn(&args, config.as_deref(), &data_dir, listeners);
         let cores = args
             .iter()
             .position(|a| a == "--cores")
@@ -57,7 +72,9 @@ impl Broker {
             .unwrap_or(0);
         Broker {
             child,
-            addr,
+            addr: addrs[0],
+            addrs,
+            listeners,
             cores,
             args,
             config,
@@ -80,9 +97,15 @@ impl Broker {
     /// directory and arguments (on a new port: read `addr` again).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr) = spawn(&self.args, self.config.as_deref(), &self.data_dir);
+        let (child, addrs) = spawn(
+            &self.args,
+            self.config.as_deref(),
+            &self.data_dir,
+            self.listeners,
+        );
         self.child = child;
-        self.addr = addr;
+        self.addr = addrs[0];
+        self.addrs = addrs;
     }
 
     /// Sends a signal and waits for the exit status (bounded).
@@ -104,9 +127,13 @@ fn spawn(
     args: &[String],
     config: Option<&std::path::Path>,
     data_dir: &std::path::Path,
-) -> (Child, SocketAddr) {
+    listeners: Option<usize>,
+) -> (Child, Vec<SocketAddr>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringmq"));
-    cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+    if listeners.is_none() {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    cmd.args(args);
     if !args.iter().any(|a| a.starts_with("--data-dir")) {
         cmd.arg("--data-dir").arg(data_dir);
     }
@@ -126,15 +153,20 @@ fn spawn(
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("ringmq listening on ") {
-                let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+            // "ringmq listening on ADDR" for TCP, "ringmq listening on ADDR (tls)" and so on.
+            if let Some(rest) = line.strip_prefix("ringmq listening on ") {
+                let addr = rest.split_whitespace().next().unwrap_or("");
+                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
             }
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("broker did not report its address");
-    (child, addr)
+    let addrs = (0..listeners.unwrap_or(1))
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(20))
+                .expect("broker did not report its address")
+        })
+        .collect();
+    (child, addrs)
 }
 
 impl Drop for Broker {
@@ -154,11 +186,18 @@ fn rand_suffix() -> u64 {
     h.finish()
 }
 
+/// A byte stream a test client can speak MQTT over (TLS, WebSocket).
+pub trait Io: Read + Write + Send {}
+impl<T: Read + Write + Send> Io for T {}
+
 /// A blocking MQTT client on a real socket, speaking through the codec.
 pub struct Client {
+    /// The socket (under `io` when that is set; its read timeout applies to `io` too).
     pub stream: TcpStream,
     pub version: ProtocolVersion,
     buf: BytesMut,
+    /// A TLS or WebSocket stream over `stream`; `None`: MQTT straight on `stream`.
+    io: Option<Box<dyn Io>>,
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -173,6 +212,36 @@ impl Client {
             stream,
             version,
             buf: BytesMut::new(),
+            io: None,
+        }
+    }
+
+    /// A client speaking over `io`, a stream over `socket` (a clone of its socket: read
+    /// timeouts set on it apply to `io`).
+    pub fn over(socket: TcpStream, io: Box<dyn Io>, version: ProtocolVersion) -> Client {
+        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Client {
+            stream: socket,
+            version,
+            buf: BytesMut::new(),
+            io: Some(io),
+        }
+    }
+
+    fn read_io(&mut self, chunk: &mut [u8]) -> std::io::Result<usize> {
+        match &mut self.io {
+            Some(io) => io.read(chunk),
+            None => self.stream.read(chunk),
+        }
+    }
+
+    fn write_io(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match &mut self.io {
+            Some(io) => {
+                io.write_all(data)?;
+                io.flush()
+            }
+            None => self.stream.write_all(data),
         }
     }
 
@@ -197,12 +266,12 @@ impl Client {
     pub fn send(&mut self, p: &Packet) {
         let mut out = BytesMut::new();
         p.encode(self.version, &mut out).unwrap();
-        self.stream.write_all(&out).unwrap();
+        self.write_io(&out).unwrap();
     }
 
-    /// Sends raw bytes.
+    /// Sends raw bytes (over WebSocket: one binary frame).
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
+        self.write_io(bytes).unwrap();
     }
 
     /// The next packet, or `None` when the broker closed the connection (or on timeout).
@@ -226,7 +295,7 @@ impl Client {
             }
             self.stream.set_read_timeout(Some(left)).unwrap();
             let mut chunk = [0u8; 8192];
-            match self.stream.read(&mut chunk) {
+            match self.read_io(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e)
@@ -255,7 +324,7 @@ impl Client {
                 packets.push(p);
             }
             let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
+            match self.read_io(&mut chunk) {
                 Ok(0) => return (true, packets),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e)
@@ -339,3 +408,6 @@ pub fn session_expiry(secs: u32) -> Option<Box<Properties>> {
 mod helpers;
 #[allow(unused_imports)] // not every test file uses every helper
 pub use helpers::*;
+mod transport;
+#[allow(unused_imports)]
+pub use transport::*;
