@@ -136,6 +136,12 @@ fn passwd(args: cli::PasswdArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // No transparent huge pages for this process: the allocator asks for them on its arenas,
+    // and every fault of a 2 MiB page zeroes all of it. With queues that grow and shrink, that
+    // zeroing was a quarter of the broker's CPU when queueing messages for offline sessions
+    // (bench/RESULTS.md); 4 KiB pages cost a little TLB reach instead.
+    // SAFETY: prctl with integer arguments only; it affects this process's memory policy.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     let command = match cli::parse_env() {
         Ok(c) => c,
         Err(e) => {
