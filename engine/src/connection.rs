@@ -131,7 +131,17 @@ async fn read_connect(
         }
         let before = buf.clone();
         match decode(buf, &options) {
-            Ok(Some(Packet::Connect(c))) => return Ok(c),
+            Ok(Some(Packet::Connect(c))) => {
+                // The session keeps the client id, the will and the user name, all slices of
+                // the read buffer: decoded again from an exact copy of the packet, they pin
+                // its few bytes rather than the whole buffer for the session's life.
+                let n = before.len() - buf.len();
+                let mut exact = BytesMut::from(&before[..n]);
+                return Ok(match decode(&mut exact, &options) {
+                    Ok(Some(Packet::Connect(own))) => own,
+                    _ => c,
+                });
+            }
             Ok(Some(_)) => return Err(ConnectFailure::Silent),
             Ok(None) => {}
             Err(e) => {
