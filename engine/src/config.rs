@@ -316,8 +316,11 @@ pub struct RuntimeConfig {
     /// `io_memory`); a user without CAP_IPC_LOCK needs about 3× this per
     /// executor of locked memory.
     pub io_memory_bytes: u64,
-    /// Initial read buffer per connection; grows for a larger packet.
+    /// Read size of a quiet connection (and its buffer while idle); grows for a larger packet.
     pub read_buffer_bytes: u32,
+    /// Largest read size: reads double while each fills its buffer (a busy connection), up to
+    /// this, and halve back when they come back mostly empty.
+    pub read_buffer_max_bytes: u32,
     /// Bytes pending to one connection above which no more is queued to it
     /// (back-pressure).
     pub write_buffer_high_water_bytes: u64,
@@ -333,7 +336,8 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             io_memory_bytes: 1024 * 1024,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 1024,
+            read_buffer_max_bytes: 64 * 1024,
             write_buffer_high_water_bytes: 256 * 1024,
             cross_core_queue_capacity: 4096,
             accept_backoff_ms: 100,
@@ -981,6 +985,12 @@ impl Config {
             64,
             16 * 1024 * 1024,
         )?;
+        check_range(
+            "runtime.read_buffer_max_bytes",
+            r.read_buffer_max_bytes,
+            r.read_buffer_bytes,
+            16 * 1024 * 1024,
+        )?;
         check_min(
             "runtime.write_buffer_high_water_bytes",
             r.write_buffer_high_water_bytes,
@@ -1479,6 +1489,18 @@ mod tests {
         });
         let text = c.to_toml_string();
         assert_eq!(Config::from_toml_str(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn the_largest_read_is_at_least_the_quiet_one() {
+        let (key, message) =
+            invalid_key("[runtime]\nread_buffer_bytes = 8192\nread_buffer_max_bytes = 4096\n");
+        assert_eq!(key, "runtime.read_buffer_max_bytes");
+        assert!(message.contains("8192"), "{message}");
+        let ok = Config::from_toml_str(
+            "[runtime]\nread_buffer_bytes = 512\nread_buffer_max_bytes = 512\n",
+        );
+        assert!(ok.is_ok());
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct ConnCtx {
     pub core: Rc<RefCell<Core>>,
     /// Bytes read per read call, at least.
     pub read_buffer_bytes: usize,
+    /// Largest read size, for busy connections.
+    pub read_buffer_max_bytes: usize,
     /// Largest packet accepted.
     pub max_packet_size_bytes: u32,
     /// Time allowed between accept and CONNECT.
@@ -453,6 +455,7 @@ async fn reader(
     // [MQTT-3.1.2-24]: one and a half times the keep alive.
     let idle_limit =
         (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
+    let mut chunk = ctx.read_buffer_bytes;
     loop {
         loop {
             if link.close.get().is_some() {
@@ -481,7 +484,13 @@ async fn reader(
             // Back-pressure: another core is behind; stop reading until it catches up.
             glommio::timer::sleep(RETRY_PAUSE).await;
         }
-        let read = read_some(stream, &mut buf, ctx.read_buffer_bytes);
+        // Adaptive read size: a read that filled its buffer doubles the next one (a busy
+        // connection reads in large chunks), one mostly empty halves it; an idle connection
+        // waits with a small, fresh buffer rather than the large one its last burst used.
+        if buf.is_empty() && buf.capacity() > 4 * chunk {
+            buf = BytesMut::new();
+        }
+        let read = read_some(stream, &mut buf, chunk);
         let n = match idle_limit {
             Some(limit) => match glommio::timer::timeout(limit, async { Ok(read.await) }).await {
                 Ok(r) => r,
@@ -503,7 +512,14 @@ async fn reader(
                 return Ending::WithWill;
             }
             Ok(0) | Err(_) => return Ending::WithWill,
-            Ok(n) => ctx.core.borrow_mut().stats.bytes_received += n as u64,
+            Ok(n) => {
+                ctx.core.borrow_mut().stats.bytes_received += n as u64;
+                if n == chunk {
+                    chunk = (chunk * 2).min(ctx.read_buffer_max_bytes);
+                } else if n < chunk / 4 {
+                    chunk = (chunk / 2).max(ctx.read_buffer_bytes);
+                }
+            }
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct RuntimeSettings {
     pub io_memory_bytes: usize,
     /// Per read call.
     pub read_buffer_bytes: usize,
+    /// Largest read (busy connections).
+    pub read_buffer_max_bytes: usize,
     /// Between accept and CONNECT.
     pub connect_timeout: Duration,
     /// Largest packet accepted.
@@ -296,6 +298,7 @@ async fn core_main(
     let ctx = Rc::new(ConnCtx {
         core: core.clone(),
         read_buffer_bytes: settings.read_buffer_bytes,
+        read_buffer_max_bytes: settings.read_buffer_max_bytes,
         max_packet_size_bytes: settings.max_packet_size_bytes,
         connect_timeout: settings.connect_timeout,
         tcp_nodelay: settings.tcp_nodelay,
@@ -611,6 +614,7 @@ impl RuntimeSettings {
                 .collect(),
             io_memory_bytes: sat(r.io_memory_bytes),
             read_buffer_bytes: r.read_buffer_bytes as usize,
+            read_buffer_max_bytes: r.read_buffer_max_bytes as usize,
             connect_timeout: Duration::from_millis(l.connect_timeout_ms),
             max_packet_size_bytes: l.max_packet_size_bytes,
             handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
