@@ -195,29 +195,31 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
     };
     let retained = Arc::new(retained);
     let (bound, mut fds) = bind_all(&settings, cores).map_err(RunError::Bind)?;
-    for (addr, listener) in bound.iter().zip(&settings.listeners) {
-        // Tests and operators read this line to learn the port (plain TCP: no suffix).
-        let kind = listener.config.transport_name();
-        let path = listener
-            .config
-            .websocket
-            .as_ref()
-            .map(|w| w.path.as_str())
-            .unwrap_or("");
-        tracing::info!(transport = kind, "listening on {addr}{path}");
-        if kind == "tcp" {
-            println!("ringmq listening on {addr}");
-        } else {
-            println!(
-                "ringmq listening on {addr} ({kind}{})",
-                if path.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {path}")
-                }
-            );
+    let announce = |bound: &[SocketAddr], settings: &RuntimeSettings| {
+        for (addr, listener) in bound.iter().zip(&settings.listeners) {
+            // Tests and operators read this line to learn the port (plain TCP: no suffix).
+            let kind = listener.config.transport_name();
+            let path = listener
+                .config
+                .websocket
+                .as_ref()
+                .map(|w| w.path.as_str())
+                .unwrap_or("");
+            tracing::info!(transport = kind, "listening on {addr}{path}");
+            if kind == "tcp" {
+                println!("ringmq listening on {addr}");
+            } else {
+                println!(
+                    "ringmq listening on {addr} ({kind}{})",
+                    if path.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {path}")
+                    }
+                );
+            }
         }
-    }
+    };
     // mesh[from][to]
     let mut senders: Vec<Vec<Option<Sender<MeshMsg>>>> = (0..cores)
         .map(|_| (0..cores).map(|_| None).collect())
@@ -237,6 +239,9 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
     let settings = Arc::new(settings);
     let mut handles = Vec::new();
+    // Each core says when it has restored its sessions; the listening line (which clients and
+    // tests wait for) comes only when every core serves.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     for (core, ((tx, rx), fds)) in senders
         .into_iter()
         .zip(receivers)
@@ -246,16 +251,29 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
         let settings = settings.clone();
         let log = recovered[core].take();
         let retained = retained.clone();
+        let ready = ready_tx.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(core % online))
             .name(&format!("ringmq-core-{core}"))
             .io_memory(settings.io_memory_bytes);
         let handle = builder
-            .spawn(move || core_main(core as CoreId, settings, tx, rx, fds, log, retained))
+            .spawn(move || {
+                let start = CoreStart {
+                    log,
+                    retained,
+                    ready,
+                };
+                core_main(core as CoreId, settings, tx, rx, fds, start)
+            })
             .map_err(|e| RunError::Executor {
                 core,
                 message: e.to_string(),
             })?;
         handles.push(handle);
+    }
+    drop(ready_tx);
+    // An executor that fails to start drops its sender: stop waiting and report it below.
+    if (0..cores).all(|_| ready_rx.recv().is_ok()) {
+        announce(&bound, &settings);
     }
     let mut result = Ok(());
     for (core, h) in handles.into_iter().enumerate() {
@@ -269,24 +287,45 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
     result
 }
 
+/// What a core starts from besides its sockets: its recovered log, the retained messages of
+/// every core's log, and where to say that it is ready.
+struct CoreStart {
+    log: Option<(ringmq_storage::Log, crate::persist::Recovered)>,
+    retained: Arc<Vec<crate::persist::RecoveredRetained>>,
+    ready: std::sync::mpsc::Sender<()>,
+}
+
 async fn core_main(
     id: CoreId,
     settings: Arc<RuntimeSettings>,
     senders: Vec<Option<Sender<MeshMsg>>>,
     receivers: Vec<Option<Receiver<MeshMsg>>>,
     listeners: Vec<OwnedFd>,
-    log: Option<(ringmq_storage::Log, crate::persist::Recovered)>,
-    retained: Arc<Vec<crate::persist::RecoveredRetained>>,
+    start: CoreStart,
 ) {
+    let CoreStart {
+        log,
+        retained,
+        ready,
+    } = start;
     let core = Rc::new(RefCell::new(Core::new(id, settings.core.clone())));
     core.borrow_mut().auth =
         crate::auth::Auth::new(settings.auth.clone(), settings.auth_files.clone());
     let mut flusher = None;
     if let (Some((log, rec)), Some(storage)) = (log, &settings.storage) {
         {
+            let started = Instant::now();
+            let (sessions, messages) = (rec.sessions.len(), rec.messages.len());
             let mut c = core.borrow_mut();
             c.set_store(crate::persist::store_from(log, &rec));
             c.restore(rec, &retained, Instant::now());
+            tracing::info!(
+                core = id,
+                sessions,
+                messages,
+                ms = started.elapsed().as_millis() as u64,
+                "sessions restored"
+            );
         }
         let mut cfg = storage.log.clone();
         cfg.dir = crate::persist::core_dir(&storage.data_dir, usize::from(id));
@@ -295,6 +334,8 @@ async fn core_main(
         glommio::spawn_local(compactor(core.clone())).detach();
     }
     drop(retained);
+    // Restored: this core may be announced (the accept loops below start right away).
+    let _ = ready.send(());
     let ctx = Rc::new(ConnCtx {
         core: core.clone(),
         read_buffer_bytes: settings.read_buffer_bytes,
