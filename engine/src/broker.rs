@@ -1872,7 +1872,7 @@ impl Core {
     /// before any client connects.
     pub fn restore(
         &mut self,
-        rec: persist::Recovered,
+        mut rec: persist::Recovered,
         retained: &[persist::RecoveredRetained],
         now: Instant,
     ) {
@@ -1924,8 +1924,16 @@ impl Core {
                 self.retained.set(&e.topic, m);
             }
         }
-        let mut msgs: HashMap<u64, Option<SharedMessage>> = HashMap::new();
-        let mut targets: HashMap<u64, Vec<model::TargetRec>> = HashMap::new();
+        // Each stored message decoded once, with the sessions found holding it (one map, one
+        // lookup per queued delivery: restore time is dominated by random memory accesses).
+        let mut msgs: HashMap<u64, (Option<SharedMessage>, persist::Pos, Vec<model::TargetRec>)> =
+            std::mem::take(&mut rec.messages)
+                .into_iter()
+                .map(|(id, m)| {
+                    let msg = message(&m.publish, m.expires_at_unix_ms);
+                    (id, (msg, m.pos, Vec::new()))
+                })
+                .collect();
         let mut dropped = Vec::new();
         for (key, rs) in rec.sessions {
             let (Ok(client_id), Some(version)) = (
@@ -1959,24 +1967,17 @@ impl Core {
                 session.restore_incoming_qos2(pid);
             }
             for (id, t) in &rs.queue {
-                let m = msgs
-                    .entry(*id)
-                    .or_insert_with(|| {
-                        rec.messages
-                            .get(id)
-                            .and_then(|m| message(&m.publish, m.expires_at_unix_ms))
-                    })
-                    .clone();
-                let Some(m) = m else {
+                let Some((Some(m), _, holders)) = msgs.get_mut(id) else {
                     dropped.push((key, *id));
                     continue;
                 };
-                targets.entry(*id).or_default().push(model::TargetRec {
+                holders.push(model::TargetRec {
                     key,
                     qos: t.qos as u8,
                     retain: t.retain,
                     sub_ids: t.sub_ids.clone(),
                 });
+                let m = m.clone();
                 let d = Delivery {
                     msg: m,
                     qos: t.qos,
@@ -2038,11 +2039,10 @@ impl Core {
             }
         }
         if let Some(store) = self.store.as_mut() {
-            for (id, m) in &rec.messages {
-                let t = targets.remove(id).unwrap_or_default();
-                match msgs.get(id) {
-                    Some(Some(msg)) => store.adopt_message(*id, m.pos, msg.clone(), t),
-                    _ => store.log_mut().release(m.pos.lsn, m.pos.len),
+            for (id, (msg, pos, holders)) in msgs {
+                match msg {
+                    Some(msg) => store.adopt_message(id, pos, msg, holders),
+                    None => store.log_mut().release(pos.lsn, pos.len),
                 }
             }
             for (key, id) in dropped {

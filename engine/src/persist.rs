@@ -1121,9 +1121,9 @@ pub fn open_and_recover(
             })
         }
     }
-    let mut out = Vec::with_capacity(cores);
-    let mut retained: HashMap<String, RecoveredRetained> = HashMap::new();
-    for core in 0..cores {
+    // Every core's log is read on a thread of its own: recovery takes the time of the largest
+    // log, not the sum.
+    let recover_one = |core: usize| -> Result<(Log, Recovered), OpenError> {
         let mut cfg = s.log.clone();
         cfg.dir = core_dir(dir, core);
         let mut rec = Recovered::default();
@@ -1151,6 +1151,33 @@ pub fn open_and_recover(
                 "the log held damaged records; they were skipped"
             );
         }
+        Ok((log, rec))
+    };
+    let results: Vec<Result<(Log, Recovered), OpenError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..cores)
+            .map(|core| scope.spawn(move || recover_one(core)))
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(core, h)| {
+                h.join().unwrap_or_else(|_| {
+                    Err(OpenError::Recover {
+                        core,
+                        source: ringmq_storage::StorageError::Io {
+                            op: "recovering (the thread panicked)",
+                            path: core_dir(dir, core),
+                            source: std::io::Error::other("recovery thread panicked"),
+                        },
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(cores);
+    let mut retained: HashMap<String, RecoveredRetained> = HashMap::new();
+    for result in results {
+        let (log, rec) = result?;
         for e in &rec.retained {
             let newer = retained
                 .get(&e.topic)
