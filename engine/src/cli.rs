@@ -478,6 +478,27 @@ mod tests {
     }
 
     #[test]
+    fn admin_listen_sets_and_enables_the_admin_listener() {
+        let o = run(&["--admin-listen", "127.0.0.1:0"]);
+        let mut c = Config::default();
+        c.admin.enabled = false;
+        o.apply(&mut c);
+        assert!(c.admin.enabled);
+        assert_eq!(c.admin.bind, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            err(&["--admin-listen=127.0.0.1:1", "--admin-listen=127.0.0.1:2"]),
+            CliError::Repeated("--admin-listen")
+        );
+        assert!(matches!(
+            err(&["--admin-listen", "localhost:80"]),
+            CliError::InvalidValue {
+                flag: "--admin-listen",
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn listen_flag_repeats_in_order() {
         let o = run(&["--listen", "0.0.0.0:1883", "--listen=[::1]:8883"]);
         assert_eq!(
