@@ -161,12 +161,28 @@ async fn send(mut stream: TcpStream, r: Response, timeout: Duration) {
         async {
             let _ = stream.write_all(&bytes).await;
             let _ = stream.flush().await;
-            let _ = stream.close().await;
+            // Lingering close: closing with unread request bytes would send a reset, which can
+            // destroy the response before the client reads it (413, 503). Stop writing, then
+            // read and discard a bounded amount until the client closes.
+            let _ = stream.shutdown(std::net::Shutdown::Write).await;
+            let mut sink = [0u8; 4096];
+            let mut left = LINGER_MAX_BYTES;
+            while left > 0 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
         },
-        glommio::timer::sleep(timeout),
+        glommio::timer::sleep(timeout.min(LINGER_MAX_TIME)),
     )
     .await;
 }
+
+/// Request bytes read and discarded after an answer, at most.
+const LINGER_MAX_BYTES: usize = 256 * 1024;
+/// Time given to the client to close after an answer, at most.
+const LINGER_MAX_TIME: Duration = Duration::from_secs(2);
 
 fn reason(status: u16) -> &'static str {
     match status {
@@ -661,6 +677,12 @@ pub fn render_metrics(reports: &[StatsReport], uptime: Duration) -> String {
             let _ = writeln!(out, "ringmq_core_{name}{{core=\"{core}\"}} {}", get(r));
         }
     }
+    if let Some(rss) = resident_bytes() {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory of the broker process.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+        );
+    }
     // Every core holds the whole retained replica: core 0's count is the broker's.
     let retained = reports.first().map_or(0, |r| r.retained);
     let _ = writeln!(
@@ -668,6 +690,15 @@ pub fn render_metrics(reports: &[StatsReport], uptime: Duration) -> String {
         "# HELP ringmq_retained_messages Retained messages stored.\n# TYPE ringmq_retained_messages gauge\nringmq_retained_messages {retained}"
     );
     out
+}
+
+/// The process's resident set from `/proc/self/statm` (one small read).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages.saturating_mul(u64::try_from(page).ok()?))
 }
 
 fn metrics(ctx: &AdminCtx) -> String {

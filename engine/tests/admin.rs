@@ -180,6 +180,41 @@ fn metrics_parse_and_move_after_publishing() {
     assert!(m["ringmq_clients_connected"] >= 3.0);
     assert!(m["ringmq_subscriptions"] >= 2.0);
     assert!(m["ringmq_bytes_received_total"] > 0.0);
+    assert!(m["process_resident_memory_bytes"] > 0.0);
+}
+
+#[test]
+fn log_positions_move_with_a_persistent_session() {
+    let b = Broker::cores(2);
+    let before = metrics(&b)["ringmq_log_appended_bytes"];
+    let (mut c, _) = Client::connect_persistent(b.addr, "durable-1", ProtocolVersion::V5, 600);
+    c.subscribe_ok("d/#", QoS::AtLeastOnce);
+    until(
+        "the log grew and became durable",
+        || metrics(&b),
+        |m| {
+            m["ringmq_log_appended_bytes"] > before
+                && m["ringmq_log_durable_bytes"] >= m["ringmq_log_appended_bytes"]
+        },
+    );
+    let (_, v) = json(admin(&b), "GET", "/api/v1/clients/durable-1");
+    assert_eq!(v["persistent"], true);
+    assert_eq!(v["session_expiry_secs"], 600);
+}
+
+#[test]
+fn connections_over_the_bound_get_503() {
+    let b = Broker::start_with_config(
+        &["--cores", "1"],
+        Some("[admin]\nmax_connections = 1\nrequest_timeout_ms = 1500\n"),
+    );
+    let a = admin(&b);
+    // An idle connection holds the only slot until its request times out.
+    let idle = std::thread::spawn(move || raw_slow(a, b""));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http(a, "GET", "/metrics").0, 503);
+    assert_eq!(idle.join().unwrap(), 408);
+    assert_eq!(http(a, "GET", "/metrics").0, 200);
 }
 
 #[test]
