@@ -76,6 +76,13 @@ pub struct ListenerInfo {
 /// not share it).
 pub fn bind(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the admin API has no authentication and listens beyond loopback: \
+             restrict who can reach it (firewall, management network)"
+        );
+    }
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
