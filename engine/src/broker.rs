@@ -200,6 +200,10 @@ pub struct StatsReport {
     pub subscriptions: u64,
     /// Retained messages in the core's replica.
     pub retained: u64,
+    /// Log position appended so far, bytes (0 without storage).
+    pub log_appended_bytes: u64,
+    /// Log position durable so far, bytes (0 without storage).
+    pub log_durable_bytes: u64,
 }
 
 /// How the connection continues after a packet.
@@ -294,6 +298,8 @@ pub struct Core {
     persistent_cores: Vec<bool>,
     /// Passwords, ACL and failed-login limiter of this core (allow-all until set).
     pub auth: Auth,
+    /// Admin API requests this core sent to others and waits for (`admin.rs`).
+    admin_pending: admin::Pending,
 }
 
 /// Live records copied per compaction step (a few hundred microseconds of work).
@@ -375,6 +381,7 @@ impl Core {
             persistent_subs: 0,
             persistent_cores: vec![false; cores],
             auth: Auth::default(),
+            admin_pending: admin::Pending::default(),
         }
     }
 
@@ -1789,6 +1796,10 @@ impl Core {
                 }
             }
             MeshMsg::Handoff(h) => return Some(h),
+            MeshMsg::AdminRequest { from, id, query } => {
+                self.on_admin_request(from, id, *query, now)
+            }
+            MeshMsg::AdminReply { id, reply } => self.on_admin_reply(id, *reply),
         }
         None
     }
@@ -2082,6 +2093,8 @@ impl Core {
             sessions: self.slots.len() as u64,
             subscriptions: self.subs.len() as u64,
             retained: self.retained.len() as u64,
+            log_appended_bytes: self.store.as_ref().map_or(0, |s| s.appended()),
+            log_durable_bytes: self.store.as_ref().map_or(0, |s| s.durable()),
         }
     }
 
@@ -2174,6 +2187,8 @@ impl Core {
         self.route(Arc::new(msg), now);
     }
 }
+
+pub mod admin;
 
 #[cfg(test)]
 mod tests;

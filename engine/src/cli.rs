@@ -44,6 +44,8 @@ Options:
                          \"info,ringmq::session=debug\" (overrides `log.level`)
   --data-dir PATH        directory of the durable-session logs (overrides
                          `storage.data_dir`; default ./ringmq-data)
+  --admin-listen ADDR:PORT  run the admin HTTP listener (metrics, API) on this address
+                         (overrides `admin.bind` and sets `admin.enabled`)
   --print-default-config print the commented default configuration and exit
   -h, --help             print this help and exit
   -V, --version          print the version and exit
@@ -149,6 +151,8 @@ pub struct Options {
     pub log_level: Option<String>,
     /// `--data-dir PATH`: overrides `storage.data_dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--admin-listen ADDR:PORT`: overrides `admin.bind` and enables the admin listener.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Options {
@@ -168,6 +172,10 @@ impl Options {
         }
         if let Some(cores) = self.cores {
             config.cores = cores;
+        }
+        if let Some(bind) = self.admin_listen {
+            config.admin.enabled = true;
+            config.admin.bind = bind;
         }
         if let Some(level) = &self.log_level {
             config.log.level.clone_from(level);
@@ -324,6 +332,20 @@ where
                     })?;
                 options.listen.push(addr);
             }
+            "--admin-listen" => {
+                let raw = text_value("--admin-listen", value("--admin-listen", "ADDR:PORT")?)?;
+                let addr = raw
+                    .parse::<SocketAddr>()
+                    .map_err(|_| CliError::InvalidValue {
+                        flag: "--admin-listen",
+                        value: raw.clone(),
+                        reason: "expected an IP address and port such as 127.0.0.1:18083"
+                            .to_owned(),
+                    })?;
+                if options.admin_listen.replace(addr).is_some() {
+                    return Err(CliError::Repeated("--admin-listen"));
+                }
+            }
             "--cores" => {
                 let raw = text_value("--cores", value("--cores", "N")?)?;
                 let cores = raw.parse::<usize>().map_err(|_| CliError::InvalidValue {
@@ -453,6 +475,27 @@ mod tests {
             err(&["--data-dir=a", "--data-dir=b"]),
             CliError::Repeated("--data-dir")
         );
+    }
+
+    #[test]
+    fn admin_listen_sets_and_enables_the_admin_listener() {
+        let o = run(&["--admin-listen", "127.0.0.1:0"]);
+        let mut c = Config::default();
+        c.admin.enabled = false;
+        o.apply(&mut c);
+        assert!(c.admin.enabled);
+        assert_eq!(c.admin.bind, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            err(&["--admin-listen=127.0.0.1:1", "--admin-listen=127.0.0.1:2"]),
+            CliError::Repeated("--admin-listen")
+        );
+        assert!(matches!(
+            err(&["--admin-listen", "localhost:80"]),
+            CliError::InvalidValue {
+                flag: "--admin-listen",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Authentication and authorization (`[auth]`).
     pub auth: AuthConfig,
+    /// The HTTP listener for operations: metrics and the admin API (`[admin]`).
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -86,6 +88,46 @@ impl Default for Config {
             log: LogConfig::default(),
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+/// The default admin (metrics and HTTP API) address, `127.0.0.1:18083`: loopback only.
+pub const DEFAULT_ADMIN_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18083);
+
+/// The HTTP listener for operations (the `[admin]` table): `GET /metrics` (Prometheus) and the
+/// JSON API under `/api/v1/`. It runs on core 0 and has no authentication: keep it on loopback
+/// or a management network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Run the admin listener.
+    pub enabled: bool,
+    /// Its address.
+    pub bind: SocketAddr,
+    /// Admin connections open at once; more are answered 503 and closed.
+    pub max_connections: u32,
+    /// Largest request (request line, headers and body), in bytes; larger ones get 413.
+    pub max_request_bytes: u32,
+    /// Milliseconds a connection has to send its whole request; then 408.
+    pub request_timeout_ms: u64,
+    /// Milliseconds to wait for another core's answer to a per-client request; then 504.
+    pub core_timeout_ms: u64,
+    /// Largest page of a list endpoint (`limit`), and its default.
+    pub max_page_size: u32,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            bind: DEFAULT_ADMIN_BIND,
+            max_connections: 64,
+            max_request_bytes: 8192,
+            request_timeout_ms: 5000,
+            core_timeout_ms: 2000,
+            max_page_size: 1000,
         }
     }
 }
@@ -772,6 +814,17 @@ impl Config {
             return Err(invalid("log.level", message));
         }
         self.validate_auth()?;
+        self.validate_admin()?;
+        Ok(())
+    }
+
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let a = &self.admin;
+        check_range("admin.max_connections", a.max_connections, 1, 65_536)?;
+        check_range("admin.max_request_bytes", a.max_request_bytes, 256, 1 << 20)?;
+        check_range("admin.request_timeout_ms", a.request_timeout_ms, 1, 600_000)?;
+        check_range("admin.core_timeout_ms", a.core_timeout_ms, 1, 600_000)?;
+        check_range("admin.max_page_size", a.max_page_size, 1, 100_000)?;
         Ok(())
     }
 
@@ -1083,6 +1136,11 @@ mod tests {
         assert_eq!(c.sys.interval_secs, 10);
         assert_eq!(c.log.level, "info");
         assert_eq!(c.log.format, LogFormat::Text);
+        assert!(c.admin.enabled);
+        assert_eq!(
+            c.admin.bind,
+            "127.0.0.1:18083".parse::<SocketAddr>().unwrap()
+        );
         c.validate().unwrap();
     }
 

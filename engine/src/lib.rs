@@ -1,5 +1,6 @@
 //! The ringmq broker engine.
 #![warn(missing_docs)]
+pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod cli;

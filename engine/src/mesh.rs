@@ -94,6 +94,22 @@ pub enum MeshMsg {
     },
     /// A connection whose CONNECT arrived on another core moves to its session's home core.
     Handoff(Box<Handoff>),
+    /// The admin API on core `from` asks the receiver (a client's home core) a question.
+    AdminRequest {
+        /// The asking core, to answer to.
+        from: CoreId,
+        /// Request id, echoed in the reply.
+        id: u64,
+        /// The question.
+        query: Box<crate::broker::admin::Query>,
+    },
+    /// The answer to [`MeshMsg::AdminRequest`] `id`.
+    AdminReply {
+        /// The request id.
+        id: u64,
+        /// The answer.
+        reply: Box<crate::broker::admin::Reply>,
+    },
 }
 
 /// A connection on its way to its home core.

@@ -88,6 +88,8 @@ pub struct RuntimeSettings {
     pub auth: crate::auth::AuthSettings,
     /// The password and ACL files as loaded at start-up (each core reloads its own on SIGHUP).
     pub auth_files: crate::auth::AuthFiles,
+    /// The admin HTTP listener (`None`: off); it runs on core 0.
+    pub admin: Option<crate::admin::AdminSettings>,
 }
 
 /// One listener: where, and what runs over its connections.
@@ -220,6 +222,7 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
             }
         }
     };
+    let mut admin = admin_listener(&settings, &bound);
     // mesh[from][to]
     let mut senders: Vec<Vec<Option<Sender<MeshMsg>>>> = (0..cores)
         .map(|_| (0..cores).map(|_| None).collect())
@@ -252,6 +255,7 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
         let log = recovered[core].take();
         let retained = retained.clone();
         let ready = ready_tx.clone();
+        let admin = if core == 0 { admin.take() } else { None };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(core % online))
             .name(&format!("ringmq-core-{core}"))
             .io_memory(settings.io_memory_bytes);
@@ -261,6 +265,7 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
                     log,
                     retained,
                     ready,
+                    admin,
                 };
                 core_main(core as CoreId, settings, tx, rx, fds, start)
             })
@@ -288,11 +293,44 @@ pub fn run(settings: RuntimeSettings) -> Result<(), RunError> {
 }
 
 /// What a core starts from besides its sockets: its recovered log, the retained messages of
-/// every core's log, and where to say that it is ready.
+/// every core's log, where to say that it is ready, and (core 0) the admin listener.
 struct CoreStart {
     log: Option<(ringmq_storage::Log, crate::persist::Recovered)>,
     retained: Arc<Vec<crate::persist::RecoveredRetained>>,
     ready: std::sync::mpsc::Sender<()>,
+    admin: Option<(OwnedFd, Arc<Vec<crate::admin::ListenerInfo>>)>,
+}
+
+/// Binds the admin listener, if configured. Failing to bind it is logged and does not stop the
+/// broker: MQTT service comes first.
+fn admin_listener(
+    settings: &RuntimeSettings,
+    bound: &[SocketAddr],
+) -> Option<(OwnedFd, Arc<Vec<crate::admin::ListenerInfo>>)> {
+    let a = settings.admin.as_ref()?;
+    let socket = match crate::admin::bind(a.addr) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(addr = %a.addr, "admin listener not started: {e}");
+            return None;
+        }
+    };
+    let addr = socket.local_addr().ok()?.as_socket().unwrap_or(a.addr);
+    tracing::info!("admin listening on {addr}");
+    // Tests and operators read this line to learn the port.
+    println!("ringmq admin listening on {addr}");
+    let listeners = bound
+        .iter()
+        .zip(&settings.listeners)
+        .map(|(&addr, l)| crate::admin::ListenerInfo {
+            addr,
+            transport: l.config.transport_name(),
+            path: l.config.websocket.as_ref().map(|w| w.path.clone()),
+            max_connections: l.config.max_connections,
+            backlog: u32::try_from(l.backlog).unwrap_or(0),
+        })
+        .collect();
+    Some((owned(socket), Arc::new(listeners)))
 }
 
 async fn core_main(
@@ -307,6 +345,7 @@ async fn core_main(
         log,
         retained,
         ready,
+        admin,
     } = start;
     let core = Rc::new(RefCell::new(Core::new(id, settings.core.clone())));
     core.borrow_mut().auth =
@@ -384,6 +423,17 @@ async fn core_main(
         )));
     }
     glommio::spawn_local(retained_pump(core.clone())).detach();
+    if let (Some((fd, listeners)), Some(a)) = (admin, &settings.admin) {
+        // SAFETY: a listening socket we own, handed over whole.
+        let socket = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        let ctx = Rc::new(crate::admin::AdminCtx {
+            core: core.clone(),
+            settings: a.clone(),
+            listeners,
+            started: Instant::now(),
+        });
+        glommio::spawn_local(crate::admin::serve(socket, ctx)).detach();
+    }
     ticker(&core, id, &settings).await;
     for t in accept_tasks {
         t.cancel().await;
@@ -682,6 +732,7 @@ impl RuntimeSettings {
             }),
             auth: config.auth.settings(config.allow_anonymous),
             auth_files: crate::auth::AuthFiles::default(),
+            admin: crate::admin::AdminSettings::from_config(&config.admin),
         }
     }
 }

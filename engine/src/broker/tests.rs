@@ -678,6 +678,63 @@ fn sys_counters_travel_to_core_0_and_are_summed() {
     assert_eq!(value(&cores[0], "$SYS/broker/uptime"), "5 seconds");
 }
 
+#[test]
+fn admin_requests_travel_to_the_home_core_and_back() {
+    use super::admin::{Query, Reply};
+    let mut cores = vec![Core::new(0, settings(2)), Core::new(1, settings(2))];
+    let b = connect(
+        &mut cores[1],
+        connect_packet("b", ProtocolVersion::V5, true),
+    );
+    subscribe(
+        &mut cores[1],
+        &b,
+        "x/+",
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+        None,
+    );
+    // Asked from core 0: nothing until the mesh moves, then the answer.
+    let (id, w) = cores[0].admin_ask(1, Query::Client("b".into()), Instant::now());
+    assert!(w.reply.borrow().is_none());
+    settle(&mut cores);
+    cores[0].admin_forget(id);
+    match w.reply.borrow_mut().take() {
+        Some(Reply::Client(Some(info))) => {
+            assert_eq!((info.core, info.connected, info.protocol), (1, true, "5.0"));
+            let subs = info.subscriptions.unwrap();
+            assert_eq!((subs[0].filter.as_str(), subs[0].qos), ("x/+", 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A request that timed out: its late answer is dropped.
+    let (id, w) = cores[0].admin_ask(1, Query::Clients { upto: 10 }, Instant::now());
+    cores[0].admin_forget(id);
+    settle(&mut cores);
+    assert!(w.reply.borrow().is_none());
+    // Its own core answers at once; an unknown client is no error.
+    let (_, w) = cores[0].admin_ask(0, Query::Kick("nobody".into()), Instant::now());
+    assert_eq!(
+        w.reply.borrow_mut().take(),
+        Some(Reply::Kicked {
+            found: false,
+            closed: false
+        })
+    );
+    // Kick: the connection is told to close with 0x98, the session (clean) ends.
+    let (_, w) = cores[0].admin_ask(1, Query::Kick("b".into()), Instant::now());
+    settle(&mut cores);
+    assert_eq!(
+        w.reply.borrow_mut().take(),
+        Some(Reply::Kicked {
+            found: true,
+            closed: true
+        })
+    );
+    assert_eq!(b.link.close.get(), Some(ReasonCode::AdministrativeAction));
+    assert_eq!(cores[1].connected_count(), 0);
+    assert_eq!(cores[1].session_count(), 0);
+}
+
 mod durable {
     //! The core over a real log on an in-memory file system: what it writes is what it
     //! recovers, through compactions and crashes.

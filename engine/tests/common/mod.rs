@@ -21,6 +21,8 @@ pub struct Broker {
     pub addr: SocketAddr,
     /// Every listener, in the configuration's order.
     pub addrs: Vec<SocketAddr>,
+    /// The admin HTTP listener (`--admin-listen 127.0.0.1:0` unless the test gives its own).
+    pub admin: Option<SocketAddr>,
     /// Its listeners come from the configuration file (no `--listen`); this many.
     listeners: Option<usize>,
     /// Its executors (`--cores`; 0 when not given).
@@ -63,7 +65,7 @@ impl Broker {
         });
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let data_dir = dir.join("data");
-        let (child, addrs) = spawn(&args, config.as_deref(), &data_dir, listeners);
+        let (child, addrs, admin) = spawn(&args, config.as_deref(), &data_dir, listeners);
         let cores = args
             .iter()
             .position(|a| a == "--cores")
@@ -74,6 +76,7 @@ impl Broker {
             child,
             addr: addrs[0],
             addrs,
+            admin,
             listeners,
             cores,
             args,
@@ -97,7 +100,7 @@ impl Broker {
     /// directory and arguments (on a new port: read `addr` again).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addrs) = spawn(
+        let (child, addrs, admin) = spawn(
             &self.args,
             self.config.as_deref(),
             &self.data_dir,
@@ -106,6 +109,7 @@ impl Broker {
         self.child = child;
         self.addr = addrs[0];
         self.addrs = addrs;
+        self.admin = admin;
     }
 
     /// Sends a signal and waits for the exit status (bounded).
@@ -128,10 +132,15 @@ fn spawn(
     config: Option<&std::path::Path>,
     data_dir: &std::path::Path,
     listeners: Option<usize>,
-) -> (Child, Vec<SocketAddr>) {
+) -> (Child, Vec<SocketAddr>, Option<SocketAddr>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringmq"));
     if listeners.is_none() {
         cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    // Parallel tests must not share the default admin port.
+    let admin_given = args.iter().any(|a| a.starts_with("--admin-listen"));
+    if !admin_given {
+        cmd.args(["--admin-listen", "127.0.0.1:0"]);
     }
     cmd.args(args);
     if !args.iter().any(|a| a.starts_with("--data-dir")) {
@@ -151,8 +160,12 @@ fn spawn(
         .expect("start ringmq");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (admin_tx, admin_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("ringmq admin listening on ") {
+                let _ = admin_tx.send(rest.trim().parse::<SocketAddr>().unwrap());
+            }
             // "ringmq listening on ADDR" for TCP, "ringmq listening on ADDR (tls)" and so on.
             if let Some(rest) = line.strip_prefix("ringmq listening on ") {
                 let addr = rest.split_whitespace().next().unwrap_or("");
@@ -166,7 +179,16 @@ fn spawn(
                 .expect("broker did not report its address")
         })
         .collect();
-    (child, addrs)
+    let admin = if admin_given {
+        admin_rx.recv_timeout(Duration::from_secs(5)).ok()
+    } else {
+        Some(
+            admin_rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("broker did not report its admin address"),
+        )
+    };
+    (child, addrs, admin)
 }
 
 impl Drop for Broker {
