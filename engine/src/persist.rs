@@ -84,33 +84,32 @@ pub fn options_from_byte(b: u8) -> Option<SubscriptionOptions> {
 
 /// Encodes a message as an MQTT 5 PUBLISH (packet id 1 for QoS > 0; expiry kept apart).
 pub fn encode_message(m: &Message) -> Vec<u8> {
-    let p = Publish {
-        dup: false,
-        qos: m.qos,
-        retain: m.retain,
-        topic: m.topic.clone(),
-        packet_id: u16::from(m.qos != QoS::AtMostOnce),
-        properties: m.properties.clone(),
-        payload: m.payload.clone(),
-    };
-    let mut out = BytesMut::new();
-    // A message the broker routed always encodes (its parts came from a decoded packet).
-    let _ = Packet::Publish(p).encode(ProtocolVersion::V5, &mut out);
-    out.to_vec()
+    encode_publish(m.qos, m.retain, &m.topic, &m.properties, &m.payload)
 }
 
 /// Encodes a will as an MQTT 5 PUBLISH.
 pub fn encode_will(w: &Will) -> Vec<u8> {
+    encode_publish(w.qos, w.retain, &w.topic, &w.properties, &w.payload)
+}
+
+fn encode_publish(
+    qos: QoS,
+    retain: bool,
+    topic: &ringmq_codec::Utf8Bytes,
+    properties: &Option<Box<ringmq_codec::Properties>>,
+    payload: &bytes::Bytes,
+) -> Vec<u8> {
     let p = Publish {
         dup: false,
-        qos: w.qos,
-        retain: w.retain,
-        topic: w.topic.clone(),
-        packet_id: u16::from(w.qos != QoS::AtMostOnce),
-        properties: w.properties.clone(),
-        payload: w.payload.clone(),
+        qos,
+        retain,
+        topic: topic.clone(),
+        packet_id: u16::from(qos != QoS::AtMostOnce),
+        properties: properties.clone(),
+        payload: payload.clone(),
     };
     let mut out = BytesMut::new();
+    // What the broker holds always encodes: its parts came from decoded packets.
     let _ = Packet::Publish(p).encode(ProtocolVersion::V5, &mut out);
     out.to_vec()
 }

@@ -853,21 +853,7 @@ mod durable {
             if packets.is_empty() {
                 return got;
             }
-            for p in packets {
-                if let Packet::Publish(p) = p {
-                    got.push(p.payload.to_vec());
-                    let ack = ringmq_codec::Ack::new(p.packet_id);
-                    let packet = match p.qos {
-                        QoS::AtLeastOnce => Packet::PubAck(ack),
-                        QoS::ExactlyOnce => Packet::PubRec(ack),
-                        QoS::AtMostOnce => continue,
-                    };
-                    core.on_packet(c.sid, packet, Instant::now()).unwrap();
-                } else if let Packet::PubRel(a) = p {
-                    core.on_packet(c.sid, Packet::PubComp(a), Instant::now())
-                        .unwrap();
-                }
-            }
+            acknowledge(core, c, packets, &mut got);
         }
     }
 
