@@ -321,11 +321,22 @@ pub struct Limits {
     /// Retained messages sent per executor loop turn when a new subscription
     /// matches many of them (the rest follow on later turns).
     pub retained_scan_budget_messages: u32,
+    /// New connections accepted per second on each listener (spread evenly over the cores);
+    /// beyond it a connection is closed at once and counted. 0 = no limit.
+    pub max_connection_rate_per_second: u32,
+    /// Bytes per second read from one client; beyond it the broker stops reading that client
+    /// until the rate is back (TCP pushes back; nothing is buffered). 0 = no limit.
+    pub max_client_bytes_per_second: u64,
+    /// PUBLISH packets per second read from one client, enforced the same way. 0 = no limit.
+    pub max_client_messages_per_second: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_connection_rate_per_second: 0,
+            max_client_bytes_per_second: 0,
+            max_client_messages_per_second: 0,
             max_connections: 1_000_000,
             max_packet_size_bytes: 1_048_576,
             connect_timeout_ms: 10_000,

@@ -22,6 +22,7 @@ use ringmq_codec::{
 
 use crate::broker::{ConnLink, Core, Ending, Flow};
 use crate::mesh::{home_core, Handoff};
+use crate::ratelimit::TokenBucket;
 use crate::transport::{self, HandshakeLimits, ListenerTransport, Transport, CLOSE_FLUSH_TIMEOUT};
 
 /// What every connection of a core shares.
@@ -32,6 +33,10 @@ pub struct ConnCtx {
     pub read_buffer_bytes: usize,
     /// Largest read size, for busy connections.
     pub read_buffer_max_bytes: usize,
+    /// Bytes per second read from one client (0: no limit).
+    pub max_client_bytes_per_second: u64,
+    /// PUBLISH packets per second read from one client (0: no limit).
+    pub max_client_messages_per_second: u32,
     /// Largest packet accepted.
     pub max_packet_size_bytes: u32,
     /// Time allowed between accept and CONNECT.
@@ -456,6 +461,11 @@ async fn reader(
     let idle_limit =
         (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
     let mut chunk = ctx.read_buffer_bytes;
+    let now = Instant::now();
+    let mut byte_limit = TokenBucket::optional(ctx.max_client_bytes_per_second, now);
+    let mut message_limit =
+        TokenBucket::optional(u64::from(ctx.max_client_messages_per_second), now);
+    let mut read_bytes = 0u64;
     loop {
         loop {
             if link.close.get().is_some() {
@@ -470,6 +480,14 @@ async fn reader(
                     return Ending::WithWill;
                 }
             };
+            if let (Some(limit), Packet::Publish(_)) = (message_limit.as_mut(), &packet) {
+                // Over the client's message rate: wait before handling this PUBLISH (what
+                // follows stays unread in the socket; TCP pushes back).
+                let wait = limit.spend(1, Instant::now());
+                if !wait.is_zero() {
+                    glommio::timer::sleep(wait).await;
+                }
+            }
             match ctx.core.borrow_mut().on_packet(sid, packet, Instant::now()) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close(ending)) => return ending,
@@ -478,6 +496,15 @@ async fn reader(
                     close_with(link, reason);
                     return Ending::WithWill;
                 }
+            }
+        }
+        // The client's byte rate: pay for the last read; in debt, stop reading (TCP pushes
+        // back on the client) until it is paid. Reads are at most one buffer.
+        if let Some(limit) = byte_limit.as_mut() {
+            let wait = limit.spend(read_bytes, Instant::now());
+            read_bytes = 0;
+            if !wait.is_zero() {
+                glommio::timer::sleep(wait).await;
             }
         }
         while ctx.core.borrow().mesh_backlogged() {
@@ -490,7 +517,12 @@ async fn reader(
         if buf.is_empty() && buf.capacity() > 4 * chunk {
             buf = BytesMut::new();
         }
-        let read = read_some(stream, &mut buf, chunk);
+        // A rate-limited client never reads more than a second's worth at once.
+        let this_read = match ctx.max_client_bytes_per_second {
+            0 => chunk,
+            rate => chunk.min(usize::try_from(rate).unwrap_or(usize::MAX).max(64)),
+        };
+        let read = read_some(stream, &mut buf, this_read);
         let n = match idle_limit {
             Some(limit) => match glommio::timer::timeout(limit, async { Ok(read.await) }).await {
                 Ok(r) => r,
@@ -514,7 +546,8 @@ async fn reader(
             Ok(0) | Err(_) => return Ending::WithWill,
             Ok(n) => {
                 ctx.core.borrow_mut().stats.bytes_received += n as u64;
-                if n == chunk {
+                read_bytes += n as u64;
+                if n == this_read {
                     chunk = (chunk * 2).min(ctx.read_buffer_max_bytes);
                 } else if n < chunk / 4 {
                     chunk = (chunk / 2).max(ctx.read_buffer_bytes);

@@ -11,6 +11,7 @@ pub mod message;
 pub mod notify;
 pub mod persist;
 pub mod preflight;
+pub mod ratelimit;
 pub mod retained;
 pub mod runtime;
 pub mod session;

@@ -66,6 +66,12 @@ pub struct RuntimeSettings {
     pub read_buffer_bytes: usize,
     /// Largest read (busy connections).
     pub read_buffer_max_bytes: usize,
+    /// `limits.max_connection_rate_per_second` (0: none).
+    pub max_connection_rate_per_second: u32,
+    /// `limits.max_client_bytes_per_second` (0: none).
+    pub max_client_bytes_per_second: u64,
+    /// `limits.max_client_messages_per_second` (0: none).
+    pub max_client_messages_per_second: u32,
     /// Between accept and CONNECT.
     pub connect_timeout: Duration,
     /// Largest packet accepted.
@@ -379,6 +385,8 @@ async fn core_main(
         core: core.clone(),
         read_buffer_bytes: settings.read_buffer_bytes,
         read_buffer_max_bytes: settings.read_buffer_max_bytes,
+        max_client_bytes_per_second: settings.max_client_bytes_per_second,
+        max_client_messages_per_second: settings.max_client_messages_per_second,
         max_packet_size_bytes: settings.max_packet_size_bytes,
         connect_timeout: settings.connect_timeout,
         tcp_nodelay: settings.tcp_nodelay,
@@ -415,11 +423,16 @@ async fn core_main(
         });
         // SAFETY: a listening socket we own, handed over whole.
         let socket = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        // The listener's connection rate, shared evenly by the cores (at least 1/s each).
+        let rate =
+            u64::from(settings.max_connection_rate_per_second).div_ceil(settings.core.cores as u64);
+        let limit = crate::ratelimit::TokenBucket::optional(rate, Instant::now());
         accept_tasks.push(glommio::spawn_local(accept_loop(
             socket,
             ctx.clone(),
             transport,
             settings.accept_backoff,
+            limit,
         )));
     }
     glommio::spawn_local(retained_pump(core.clone())).detach();
@@ -518,10 +531,26 @@ async fn accept_loop(
     ctx: Rc<ConnCtx>,
     transport: Rc<ListenerTransport>,
     backoff: Duration,
+    mut limit: Option<crate::ratelimit::TokenBucket>,
 ) {
+    let mut refused: u64 = 0;
     loop {
         match listener.accept().await {
             Ok(stream) => {
+                if let Some(bucket) = limit.as_mut() {
+                    if !bucket.try_take(Instant::now()) {
+                        // Over limits.max_connection_rate_per_second: closed before any work.
+                        refused += 1;
+                        if refused.is_power_of_two() {
+                            tracing::warn!(
+                                refused,
+                                "connections refused: over limits.max_connection_rate_per_second"
+                            );
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                }
                 glommio::spawn_local(connection::accepted(stream, ctx.clone(), transport.clone()))
                     .detach();
             }
@@ -706,6 +735,9 @@ impl RuntimeSettings {
             io_memory_bytes: sat(r.io_memory_bytes),
             read_buffer_bytes: r.read_buffer_bytes as usize,
             read_buffer_max_bytes: r.read_buffer_max_bytes as usize,
+            max_connection_rate_per_second: l.max_connection_rate_per_second,
+            max_client_bytes_per_second: l.max_client_bytes_per_second,
+            max_client_messages_per_second: l.max_client_messages_per_second,
             connect_timeout: Duration::from_millis(l.connect_timeout_ms),
             max_packet_size_bytes: l.max_packet_size_bytes,
             handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
