@@ -1674,10 +1674,12 @@ impl Core {
         if self.by_client.get(&slot.session.client_id) == Some(&sid) {
             self.by_client.remove(&slot.session.client_id);
         }
+        let qos2_in: Vec<u16> = slot.session.incoming_qos2_ids().collect();
         let held = slot.session.clear_messages();
         if slot.key != 0 {
             if let Some(store) = self.store.as_mut() {
-                store.end_session(slot.key, &held);
+                let filters = slot.session.subscriptions.keys().map(|f| &**f);
+                store.end_session(slot.key, &held, filters, qos2_in);
             }
             slot.key = 0; // the end record covers the subscriptions removed below
             for _ in 0..slot.session.subscriptions.len() {

@@ -12,7 +12,7 @@
 //! its position, released when superseded) or a tombstone (released at once: by the time the
 //! segment holding it is the oldest, what it deletes is gone).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -309,27 +309,28 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a session: its record, subscriptions, sent and QoS 2 states are dead, and so is
-    /// its hold on the messages `held`.
-    pub fn end_session(&mut self, key: u64, held: &[u64]) {
+    /// Ends a session: its record, its subscriptions (`filters`), its incoming QoS 2 states
+    /// (`qos2_in`) and SENT states are dead, and so is its hold on the messages `held`. The
+    /// caller names them from the session, so ending one session never scans every session's
+    /// records.
+    pub fn end_session<'a>(
+        &mut self,
+        key: u64,
+        held: &[u64],
+        filters: impl IntoIterator<Item = &'a str>,
+        qos2_in: impl IntoIterator<Item = u16>,
+    ) {
         self.tombstone(kind::SESSION_END, &model::SessionEndRec { key });
         if let Some((p, _)) = self.sessions.remove(&key) {
             self.release(p);
         }
-        let subs: Vec<_> = self.subs.keys().filter(|k| k.0 == key).cloned().collect();
-        for k in subs {
-            if let Some((p, ..)) = self.subs.remove(&k) {
+        for f in filters {
+            if let Some((p, ..)) = self.subs.remove(&(key, f.into())) {
                 self.release(p);
             }
         }
-        let q2: Vec<_> = self
-            .qos2_in
-            .keys()
-            .filter(|k| k.0 == key)
-            .copied()
-            .collect();
-        for k in q2 {
-            if let Some(p) = self.qos2_in.remove(&k) {
+        for pid in qos2_in {
+            if let Some(p) = self.qos2_in.remove(&(key, pid)) {
                 self.release(p);
             }
         }
@@ -1201,11 +1202,6 @@ pub fn store_from(log: Log, rec: &Recovered) -> Store {
     store
 }
 
-/// Incoming QoS 2 ids of a session, for restore.
-pub fn incoming_ids(s: &RecoveredSession) -> BTreeSet<u16> {
-    s.incoming_qos2.keys().copied().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1355,7 +1351,7 @@ mod tests {
         assert_eq!(t10.sent.map(|s| (s.0, s.1)), Some((7, true)));
         assert_eq!(c1.subs["a/#"].sub_id, Some(4));
         assert!(r.sessions[&2].queue.is_empty());
-        assert_eq!(incoming_ids(&r.sessions[&2]).len(), 1);
+        assert_eq!(r.sessions[&2].incoming_qos2.len(), 1);
         assert_eq!(r.messages[&10].refs, 1);
         assert!(
             !r.messages.contains_key(&11),
