@@ -58,7 +58,9 @@ fn settings(n: usize) -> CoreSettings {
         maximum_qos: QoS::ExactlyOnce,
         retain_available: true,
         max_connections_per_core: n + 10,
+        backpressure: None,
         cross_core_queue_capacity: 1024,
+        cross_core_window_messages: 128,
     }
 }
 

@@ -596,6 +596,18 @@ const FIGURES: &[Figure] = &[
         |r| r.stats.messages_dropped,
     ),
     (
+        "backpressure_episodes_total",
+        "Times a connected session's queue reached limits.publisher_backpressure_percent and paused its publishers.",
+        "counter",
+        |r| r.stats.backpressure_episodes,
+    ),
+    (
+        "backpressure_timeouts_total",
+        "Publishers that waited limits.publisher_backpressure_max_wait_ms for a slow session and went on.",
+        "counter",
+        |r| r.stats.backpressure_timeouts,
+    ),
+    (
         "bytes_received_total",
         "Bytes read from client sockets.",
         "counter",

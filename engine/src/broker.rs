@@ -21,7 +21,7 @@ use ringmq_codec::{
 use crate::auth::{Auth, ClientAuth};
 use crate::mesh::{home_core, Handoff, MeshMsg};
 use crate::message::{CoreId, Message, Origin, SessionId, SharedMessage};
-use crate::notify::Notify;
+use crate::notify::{Notify, WaitList};
 use crate::persist::{self, Store};
 use crate::retained::RetainedStore;
 use crate::session::{
@@ -94,8 +94,52 @@ pub struct CoreSettings {
     pub retain_available: bool,
     /// Live connections allowed on one core.
     pub max_connections_per_core: usize,
+    /// Back-pressure on publishers (see [`Backpressure`]); `None`: off.
+    pub backpressure: Option<Backpressure>,
     /// Messages queued for one other core before readers on this core pause.
     pub cross_core_queue_capacity: usize,
+    /// QoS 1/2 publications sent to one other core and not yet seen by it, before readers on
+    /// this core stop handling QoS 1/2 PUBLISH: bounds what crosses to a full session before
+    /// its back-pressure comes back.
+    pub cross_core_window_messages: u64,
+}
+
+/// Back-pressure on the publishers of a slow, connected session: at `high` queued messages
+/// (or `high_bytes`), each publisher whose QoS 1/2 message is queued there is asked to wait
+/// (its connection stops reading QoS 1/2 PUBLISH packets); under `high / 2` (and
+/// `high_bytes / 2`) they are all released. Offline sessions never pause anyone: their
+/// queues are bounded by the queue limits alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backpressure {
+    /// Queued messages at which publishers are paused.
+    pub high: usize,
+    /// Queued bytes at which publishers are paused.
+    pub high_bytes: usize,
+    /// Longest a publisher waits, once per episode.
+    pub max_wait: Duration,
+    /// Publishers one session pauses at most.
+    pub max_publishers: usize,
+}
+
+impl Backpressure {
+    /// From `limits.publisher_backpressure_*` and the queue limits (`percent` 0: off).
+    pub fn new(
+        percent: u8,
+        limits: &SessionLimits,
+        max_wait: Duration,
+        max_publishers: usize,
+    ) -> Option<Backpressure> {
+        if percent == 0 {
+            return None;
+        }
+        let part = |v: usize| (v / 100).saturating_mul(usize::from(percent)).max(1);
+        Some(Backpressure {
+            high: part(limits.max_queued_messages),
+            high_bytes: part(limits.max_queued_bytes),
+            max_wait,
+            max_publishers,
+        })
+    }
 }
 
 /// The link between a session and its live connection.
@@ -105,6 +149,9 @@ pub struct ConnLink {
     pub notify: Notify,
     /// Set when the broker closes the connection, with the reason (sent to v5 clients).
     pub close: Cell<Option<ReasonCode>>,
+    /// Sessions that asked this connection's publisher to wait (back-pressure): while
+    /// non-zero, its reader handles no QoS 1/2 PUBLISH.
+    pub throttled: Cell<u32>,
 }
 
 struct Slot {
@@ -118,6 +165,8 @@ struct Slot {
     disconnected_at_unix_ms: u64,
     /// Who the connection is, for the ACL (set at every connect).
     auth: ClientAuth,
+    /// Publishers this session paused (back-pressure), released together.
+    throttling: Vec<Origin>,
 }
 
 /// A PUBACK/PUBREC held until the message it answers is durable: on this core's log up to
@@ -175,6 +224,11 @@ pub struct CoreStats {
     pub messages_sent: u64,
     /// Messages dropped (all reasons).
     pub messages_dropped: u64,
+    /// Times a connected session's queue reached the back-pressure mark and paused its
+    /// publishers.
+    pub backpressure_episodes: u64,
+    /// Publishers that waited `limits.publisher_backpressure_max_wait_ms` and went on.
+    pub backpressure_timeouts: u64,
     /// Connections accepted.
     pub connections_total: u64,
     /// Connections closed for a protocol violation.
@@ -267,6 +321,16 @@ pub struct Core {
     pub mesh_out: Vec<VecDeque<MeshMsg>>,
     /// Woken when `mesh_out[c]` gains messages (index: destination core).
     pub mesh_notify: Vec<Rc<Notify>>,
+    /// QoS 1/2 publications sent to each core (index: destination).
+    mesh_qos_sent: Vec<u64>,
+    /// How many of them each core reported handled ([`MeshMsg::Seen`]).
+    mesh_qos_seen: Vec<u64>,
+    /// QoS 1/2 publications received from each core (index: source).
+    mesh_qos_received: Vec<u64>,
+    /// QoS 1/2 publications in the mesh batch being handled.
+    mesh_qos_batch: u64,
+    /// Readers waiting for the cross-core window to open.
+    pub window_waiters: Rc<WaitList>,
     /// Counters.
     pub stats: CoreStats,
     live: usize,
@@ -365,6 +429,11 @@ impl Core {
             scratch: HashMap::new(),
             mesh_out: (0..cores).map(|_| VecDeque::new()).collect(),
             mesh_notify: (0..cores).map(|_| Rc::new(Notify::default())).collect(),
+            mesh_qos_sent: vec![0; cores],
+            mesh_qos_seen: vec![0; cores],
+            mesh_qos_received: vec![0; cores],
+            mesh_qos_batch: 0,
+            window_waiters: Rc::new(WaitList::default()),
             stats: CoreStats::default(),
             live: 0,
             scans: VecDeque::new(),
@@ -460,8 +529,23 @@ impl Core {
             .any(|q| q.len() >= self.settings.cross_core_queue_capacity)
     }
 
+    /// Whether some other core has `cross_core_window_messages` QoS 1/2 publications from this
+    /// one that it has not handled yet: readers stop handling QoS 1/2 PUBLISH until it has.
+    pub fn cross_core_window_full(&self) -> bool {
+        let window = self.settings.cross_core_window_messages;
+        self.mesh_qos_sent
+            .iter()
+            .zip(&self.mesh_qos_seen)
+            .any(|(sent, seen)| sent - seen >= window)
+    }
+
     fn send_mesh(&mut self, core: CoreId, msg: MeshMsg) {
         debug_assert_ne!(core, self.id);
+        if let MeshMsg::Publish { msg, .. } | MeshMsg::Deliver { msg, .. } = &msg {
+            if msg.qos != QoS::AtMostOnce {
+                self.mesh_qos_sent[usize::from(core)] += 1;
+            }
+        }
         self.mesh_out[usize::from(core)].push_back(msg);
         self.mesh_notify[usize::from(core)].notify();
     }
@@ -500,6 +584,7 @@ impl Core {
         if let Some(slot) = self.linked_slot(session, link) {
             slot.session.pump(now);
             self.drain_store_events(session);
+            self.relieve(session, false);
         }
     }
 
@@ -655,6 +740,7 @@ impl Core {
                         key: 0,
                         disconnected_at_unix_ms: 0,
                         auth: ClientAuth::default(),
+                        throttling: Vec::new(),
                     },
                 );
                 self.by_client.insert(client_id.clone(), sid);
@@ -753,6 +839,10 @@ impl Core {
         packet: Packet,
         now: Instant,
     ) -> Result<Flow, ReasonCode> {
+        let acked = matches!(
+            packet,
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)
+        );
         let flow = match packet {
             Packet::Publish(p) => self.on_publish(sid, p, now).map(|()| Flow::Continue),
             Packet::PubAck(a) => self.with_session(sid, |s| s.on_puback(a.packet_id, now)),
@@ -778,6 +868,9 @@ impl Core {
         };
         if flow.is_err() {
             self.stats.protocol_errors += 1;
+        }
+        if acked {
+            self.relieve(sid, false);
         }
         self.wake(sid);
         flow
@@ -980,8 +1073,17 @@ impl Core {
         self.send_confirmations();
     }
 
-    /// After a batch of mesh messages: confirm what is already durable.
-    pub fn after_mesh_batch(&mut self) {
+    /// After a batch of mesh messages from core `from`: report the QoS 1/2 publications it
+    /// held as seen (after any back-pressure they caused, on the same queue), and confirm what
+    /// is already durable.
+    pub fn after_mesh_batch(&mut self, from: CoreId) {
+        if self.mesh_qos_batch > 0 && from != self.id {
+            let received = &mut self.mesh_qos_received[usize::from(from)];
+            *received += std::mem::take(&mut self.mesh_qos_batch);
+            let count = *received;
+            let me = self.id;
+            self.send_mesh(from, MeshMsg::Seen { from: me, count });
+        }
         self.send_confirmations();
     }
 
@@ -1153,6 +1255,7 @@ impl Core {
             }
             let before = slot.session.drops.total();
             let before_full = slot.session.drops.queue_full;
+            let (d_qos, origin) = (d.qos, d.msg.origin);
             slot.session.deliver(d, now);
             let after = slot.session.drops.total();
             let dropped = after - before;
@@ -1167,6 +1270,14 @@ impl Core {
                      runtime.write_buffer_high_water_bytes, expiry or the client's maximum packet size)"
                 );
             }
+            if d_qos != QoS::AtMostOnce {
+                if let Some(bp) = self.settings.backpressure {
+                    self.maybe_throttle(sid, origin, bp);
+                }
+            }
+            let Some(slot) = self.slots.get_mut(&sid) else {
+                return;
+            };
             if slot.session.drops.queue_full > before_full {
                 // A QoS 1/2 message this session could not queue: its publisher is told
                 // (0x97 in MQTT 5) when it published on this core.
@@ -1176,6 +1287,83 @@ impl Core {
             self.stats.messages_sent += 1 - dropped.min(1);
             self.wake(sid);
         }
+    }
+
+    /// Back-pressure: session `sid` just queued a QoS 1/2 message from `origin`; at the high
+    /// mark, while connected, it pauses that publisher (once).
+    fn maybe_throttle(&mut self, sid: SessionId, origin: Origin, bp: Backpressure) {
+        let Some(slot) = self.slots.get_mut(&sid) else {
+            return;
+        };
+        // Never its own publisher: its reader also carries the acknowledgements that drain it.
+        if origin.session == 0
+            || origin
+                == (Origin {
+                    core: self.id,
+                    session: sid,
+                })
+            || slot.link.is_none()
+            || (slot.session.queued_len() < bp.high && slot.session.queued_bytes() < bp.high_bytes)
+            || slot.throttling.len() >= bp.max_publishers
+            || slot.throttling.contains(&origin)
+        {
+            return;
+        }
+        if slot.throttling.is_empty() {
+            self.stats.backpressure_episodes += 1;
+        }
+        slot.throttling.push(origin);
+        self.throttle(origin, true);
+    }
+
+    /// Back-pressure: releases the publishers session `sid` paused once its queue is under
+    /// half the high mark, or it went offline, or it ended (`force`).
+    fn relieve(&mut self, sid: SessionId, force: bool) {
+        let Some(bp) = self.settings.backpressure else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(&sid) else {
+            return;
+        };
+        if slot.throttling.is_empty() {
+            return;
+        }
+        let drained = slot.session.queued_len() <= bp.high / 2
+            && slot.session.queued_bytes() <= bp.high_bytes / 2;
+        if !(force || drained || slot.link.is_none()) {
+            return;
+        }
+        for origin in std::mem::take(&mut slot.throttling) {
+            self.throttle(origin, false);
+        }
+    }
+
+    /// Pauses or releases the publisher `origin` (its connection's reader looks at the count).
+    fn throttle(&mut self, origin: Origin, on: bool) {
+        if origin.core != self.id {
+            self.send_mesh(
+                origin.core,
+                MeshMsg::Throttle {
+                    session: origin.session,
+                    on,
+                },
+            );
+            return;
+        }
+        let Some(link) = self
+            .slots
+            .get(&origin.session)
+            .and_then(|s| s.link.as_ref())
+        else {
+            // Gone or reconnected since: the new connection starts unpaused.
+            return;
+        };
+        let n = link.throttled.get();
+        link.throttled.set(if on {
+            n.saturating_add(1)
+        } else {
+            n.saturating_sub(1)
+        });
     }
 
     fn next_random(&mut self) -> u64 {
@@ -1590,6 +1778,14 @@ impl Core {
             }
         }
         slot.session.detach();
+        // Offline, it pauses nobody: its queue limits apply alone.
+        let throttling = std::mem::take(&mut slot.throttling);
+        for origin in throttling {
+            self.throttle(origin, false);
+        }
+        let Some(slot) = self.slots.get_mut(&sid) else {
+            return;
+        };
         let will = if ending == Ending::WithWill {
             slot.session.will.take()
         } else {
@@ -1660,6 +1856,7 @@ impl Core {
 
     /// Removes a session and all its subscriptions; a pending will is published first.
     fn end_session(&mut self, sid: SessionId, now: Instant) {
+        self.relieve(sid, true);
         let Some(mut slot) = self.slots.remove(&sid) else {
             return;
         };
@@ -1726,6 +1923,11 @@ impl Core {
     /// Handles a message from another core. A connection handoff is returned to the caller,
     /// which owns sockets.
     pub fn on_mesh(&mut self, msg: MeshMsg, now: Instant) -> Option<Box<Handoff>> {
+        if let MeshMsg::Publish { msg, .. } | MeshMsg::Deliver { msg, .. } = &msg {
+            if msg.qos != QoS::AtMostOnce {
+                self.mesh_qos_batch += 1;
+            }
+        }
         match msg {
             MeshMsg::Publish {
                 msg,
@@ -1753,6 +1955,18 @@ impl Core {
                 if let Some(f) = self.persistent_cores.get_mut(usize::from(core)) {
                     *f = on;
                 }
+            }
+            MeshMsg::Seen { from, count } => {
+                let seen = &mut self.mesh_qos_seen[usize::from(from)];
+                *seen = (*seen).max(count);
+                self.window_waiters.wake_all();
+            }
+            MeshMsg::Throttle { session, on } => {
+                let origin = Origin {
+                    core: self.id,
+                    session,
+                };
+                self.throttle(origin, on);
             }
             MeshMsg::Durable { from, seq } => {
                 if let Some(c) = self.confirmed.get_mut(usize::from(from)) {
@@ -2009,6 +2223,7 @@ impl Core {
                     key: 0, // set after the subscriptions, which are already in the log
                     disconnected_at_unix_ms: rs.disconnected_at_unix_ms.max(1),
                     auth: ClientAuth::default(),
+                    throttling: Vec::new(),
                 },
             );
             self.by_client.insert(client_id, sid);
@@ -2143,6 +2358,14 @@ impl Core {
             (
                 "$SYS/broker/messages/dropped",
                 sum(|r| r.stats.messages_dropped),
+            ),
+            (
+                "$SYS/broker/backpressure/episodes",
+                sum(|r| r.stats.backpressure_episodes),
+            ),
+            (
+                "$SYS/broker/backpressure/timeouts",
+                sum(|r| r.stats.backpressure_timeouts),
             ),
             (
                 "$SYS/broker/bytes/received",

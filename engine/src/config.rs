@@ -295,6 +295,19 @@ pub struct Limits {
     pub max_queued_messages: u32,
     /// Bytes of messages queued per session; at least `max_packet_size_bytes`.
     pub max_queued_bytes: u64,
+    /// Back-pressure on publishers: when a connected session's queue of QoS 1/2 messages
+    /// reaches this percentage of `max_queued_messages` (or `max_queued_bytes`), the broker
+    /// stops reading QoS 1/2 PUBLISH packets from the publishers whose messages it queued,
+    /// until the queue is back under half that mark. 0 = off (messages beyond the queue
+    /// limits are dropped and counted, as for offline sessions always).
+    pub publisher_backpressure_percent: u8,
+    /// Longest time one publisher waits for a slow session, once per episode; after it the
+    /// publisher goes on and the queue limits apply (a stuck subscriber cannot stall its
+    /// publishers for longer).
+    pub publisher_backpressure_max_wait_ms: u64,
+    /// Publishers one session may pause at once; messages from further publishers are
+    /// queued (or dropped at the queue limits) without pausing them.
+    pub publisher_backpressure_max_publishers: u32,
     /// Most levels (`/`-separated parts) in a topic name or filter.
     pub max_topic_levels: u32,
     /// Longest topic name or filter, in bytes (1..=65535).
@@ -346,6 +359,9 @@ impl Default for Limits {
             max_inflight_messages: 32,
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,
+            publisher_backpressure_percent: 50,
+            publisher_backpressure_max_wait_ms: 2_000,
+            publisher_backpressure_max_publishers: 1024,
             max_topic_levels: 128,
             max_topic_length_bytes: 65_535,
             max_subscriptions_per_client: 10_000,
@@ -379,6 +395,11 @@ pub struct RuntimeConfig {
     pub write_buffer_high_water_bytes: u64,
     /// Messages buffered in the channel between each ordered pair of cores.
     pub cross_core_queue_capacity: u32,
+    /// QoS 1/2 publications one core may have sent to another that the other has not handled
+    /// yet; then readers stop handling QoS 1/2 PUBLISH until it has. Bounds what reaches a
+    /// full session across cores before its back-pressure comes back (keep it under the half
+    /// of `limits.max_queued_messages` above the back-pressure mark, divided by cores - 1).
+    pub cross_core_window_messages: u32,
     /// Pause before accepting again when `accept` fails with EMFILE/ENFILE.
     pub accept_backoff_ms: u64,
     /// Set TCP_NODELAY on client sockets.
@@ -393,6 +414,7 @@ impl Default for RuntimeConfig {
             read_buffer_max_bytes: 64 * 1024,
             write_buffer_high_water_bytes: 256 * 1024,
             cross_core_queue_capacity: 4096,
+            cross_core_window_messages: 128,
             accept_backoff_ms: 100,
             tcp_nodelay: true,
         }
@@ -964,6 +986,24 @@ impl Config {
             u16::MAX,
         )?;
         check_min("limits.max_queued_messages", l.max_queued_messages, 1)?;
+        check_range(
+            "limits.publisher_backpressure_percent",
+            l.publisher_backpressure_percent,
+            0,
+            100,
+        )?;
+        check_range(
+            "limits.publisher_backpressure_max_wait_ms",
+            l.publisher_backpressure_max_wait_ms,
+            1,
+            3_600_000,
+        )?;
+        check_range(
+            "limits.publisher_backpressure_max_publishers",
+            l.publisher_backpressure_max_publishers,
+            1,
+            1_000_000,
+        )?;
         if l.max_queued_bytes < u64::from(l.max_packet_size_bytes) {
             return Err(invalid(
                 "limits.max_queued_bytes",
@@ -1064,6 +1104,12 @@ impl Config {
             "runtime.cross_core_queue_capacity",
             r.cross_core_queue_capacity,
             1,
+        )?;
+        check_range(
+            "runtime.cross_core_window_messages",
+            r.cross_core_window_messages,
+            1,
+            1_000_000,
         )?;
         check_range("runtime.accept_backoff_ms", r.accept_backoff_ms, 1, 60_000)?;
         Ok(())

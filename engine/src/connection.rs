@@ -466,6 +466,8 @@ async fn reader(
     let mut message_limit =
         TokenBucket::optional(u64::from(ctx.max_client_messages_per_second), now);
     let mut read_bytes = 0u64;
+    // This episode of back-pressure outlasted `publisher_backpressure_max_wait_ms`: go on.
+    let mut gave_up = false;
     loop {
         loop {
             if link.close.get().is_some() {
@@ -480,6 +482,16 @@ async fn reader(
                     return Ending::WithWill;
                 }
             };
+            if let Packet::Publish(p) = &packet {
+                if p.qos != ringmq_codec::QoS::AtMostOnce {
+                    if link.throttled.get() > 0 {
+                        wait_while_throttled(link, ctx, &mut gave_up).await;
+                    } else {
+                        gave_up = false;
+                    }
+                    wait_for_cross_core_window(ctx).await;
+                }
+            }
             if let (Some(limit), Packet::Publish(_)) = (message_limit.as_mut(), &packet) {
                 // Over the client's message rate: wait before handling this PUBLISH (what
                 // follows stays unread in the socket; TCP pushes back).
@@ -554,6 +566,50 @@ async fn reader(
                 }
             }
         }
+    }
+}
+
+/// Waits while another core has not yet handled `runtime.cross_core_window_messages` QoS 1/2
+/// publications from this one: what it has not seen yet could be on its way to a full session
+/// whose back-pressure has not come back.
+async fn wait_for_cross_core_window(ctx: &ConnCtx) {
+    loop {
+        let waiters = {
+            let core = ctx.core.borrow();
+            if !core.cross_core_window_full() {
+                return;
+            }
+            core.window_waiters.clone()
+        };
+        waiters.wait().await;
+    }
+}
+
+/// Back-pressure: a session this publisher feeds is full. Waits (this QoS 1/2 PUBLISH and all
+/// that follow stay unread; TCP pushes back) until every such session has drained, at most
+/// `limits.publisher_backpressure_max_wait_ms` per episode, then goes on regardless.
+async fn wait_while_throttled(link: &ConnLink, ctx: &ConnCtx, gave_up: &mut bool) {
+    if *gave_up {
+        return;
+    }
+    let max_wait = ctx
+        .core
+        .borrow()
+        .settings()
+        .backpressure
+        .map_or(Duration::ZERO, |b| b.max_wait);
+    let start = Instant::now();
+    while link.throttled.get() > 0 && link.close.get().is_none() {
+        if start.elapsed() >= max_wait {
+            *gave_up = true;
+            ctx.core.borrow_mut().stats.backpressure_timeouts += 1;
+            tracing::debug!(
+                "publisher back-pressure outlasted limits.publisher_backpressure_max_wait_ms; \
+                 reading on (the queue limits apply)"
+            );
+            return;
+        }
+        glommio::timer::sleep(RETRY_PAUSE).await;
     }
 }
 

@@ -35,6 +35,23 @@ pub enum MeshMsg {
         /// Whether it has any.
         on: bool,
     },
+    /// Core `from` has handled `count` QoS 1/2 publications ([`MeshMsg::Publish`] and
+    /// [`MeshMsg::Deliver`]) from the receiver since start: the cross-core window.
+    Seen {
+        /// The core that handled them.
+        from: CoreId,
+        /// How many, in all.
+        count: u64,
+    },
+    /// Back-pressure: a session on the sender is full of messages from the receiver's session
+    /// `session`; pause (`on`) or release (`!on`) that publisher. Every pause is followed by
+    /// exactly one release, on the same queue.
+    Throttle {
+        /// The publishing session, on the receiver.
+        session: SessionId,
+        /// Pause or release.
+        on: bool,
+    },
     /// Core `from` has made durable everything it stored for the first `seq` publications
     /// with `ack` it received from the receiver.
     Durable {

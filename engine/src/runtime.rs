@@ -398,8 +398,10 @@ async fn core_main(
             glommio::spawn_local(mesh_sender(core.clone(), to, tx)).detach();
         }
     }
-    for rx in receivers.into_iter().flatten() {
-        glommio::spawn_local(mesh_receiver(ctx.clone(), rx)).detach();
+    for (from, rx) in receivers.into_iter().enumerate() {
+        if let Some(rx) = rx {
+            glommio::spawn_local(mesh_receiver(ctx.clone(), from as CoreId, rx)).detach();
+        }
     }
     let mut accept_tasks = Vec::new();
     for (fd, listener) in listeners.into_iter().zip(&settings.listeners) {
@@ -597,7 +599,7 @@ async fn mesh_sender(core: Rc<RefCell<Core>>, to: usize, tx: Sender<MeshMsg>) {
     }
 }
 
-async fn mesh_receiver(ctx: Rc<ConnCtx>, rx: Receiver<MeshMsg>) {
+async fn mesh_receiver(ctx: Rc<ConnCtx>, from: CoreId, rx: Receiver<MeshMsg>) {
     while let Some(first) = rx.recv().await {
         // Take what is waiting in one go: one borrow of the core per batch.
         let mut handoffs = Vec::new();
@@ -609,7 +611,7 @@ async fn mesh_receiver(ctx: Rc<ConnCtx>, rx: Receiver<MeshMsg>) {
                 handoffs.extend(core.on_mesh(msg, now));
                 next = rx.try_recv();
             }
-            core.after_mesh_batch();
+            core.after_mesh_batch(from);
         }
         for h in handoffs {
             glommio::spawn_local(connection::handed_over(h, ctx.clone())).detach();
@@ -682,15 +684,16 @@ impl RuntimeSettings {
         let r = &config.runtime;
         let cores = config.executors();
         let sat = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let session = crate::session::SessionLimits {
+            max_inflight_messages: l.max_inflight_messages,
+            max_queued_messages: l.max_queued_messages as usize,
+            max_queued_bytes: sat(l.max_queued_bytes),
+            write_buffer_high_water_bytes: sat(r.write_buffer_high_water_bytes),
+            max_topic_alias: l.max_topic_alias,
+        };
         let core = CoreSettings {
             cores,
-            session: crate::session::SessionLimits {
-                max_inflight_messages: l.max_inflight_messages,
-                max_queued_messages: l.max_queued_messages as usize,
-                max_queued_bytes: sat(l.max_queued_bytes),
-                write_buffer_high_water_bytes: sat(r.write_buffer_high_water_bytes),
-                max_topic_alias: l.max_topic_alias,
-            },
+            session: session.clone(),
             max_packet_size_bytes: l.max_packet_size_bytes,
             max_keep_alive_secs: l.max_keep_alive_secs,
             session_expiry_max_secs: l.session_expiry_max_secs,
@@ -715,10 +718,17 @@ impl RuntimeSettings {
                 _ => ringmq_codec::QoS::ExactlyOnce,
             },
             retain_available: l.retain_available,
+            backpressure: crate::broker::Backpressure::new(
+                l.publisher_backpressure_percent,
+                &session,
+                Duration::from_millis(l.publisher_backpressure_max_wait_ms),
+                l.publisher_backpressure_max_publishers as usize,
+            ),
             max_connections_per_core: sat(config
                 .effective_max_connections()
                 .div_ceil(cores as u64)),
             cross_core_queue_capacity: r.cross_core_queue_capacity as usize,
+            cross_core_window_messages: u64::from(r.cross_core_window_messages),
         };
         Self {
             core,

@@ -211,6 +211,11 @@ impl Session {
         self.queue.len()
     }
 
+    /// Bytes of the messages waiting in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
     /// How many more messages the session takes now without dropping any: 0 when offline or
     /// when its writer is behind.
     pub fn room(&self) -> usize {

@@ -36,7 +36,9 @@ fn settings(cores: usize) -> CoreSettings {
         maximum_qos: QoS::ExactlyOnce,
         retain_available: true,
         max_connections_per_core: 100,
+        backpressure: None,
         cross_core_queue_capacity: 64,
+        cross_core_window_messages: 64,
     }
 }
 
@@ -1101,4 +1103,189 @@ mod durable {
         publish_n(&mut core, &publ, "b", b"m".to_vec(), QoS::AtLeastOnce, 10);
         assert!(matches!(&drain(&mut core, &publ)[..], [Packet::PubAck(a)] if a.packet_id == 10));
     }
+}
+
+/// Like [`settle`], with the end-of-batch step the runtime takes after each batch from a core
+/// (the cross-core window's reports).
+fn settle_batches(cores: &mut [Core]) {
+    loop {
+        let mut moved = false;
+        for from in 0..cores.len() {
+            for to in 0..cores.len() {
+                let batch: Vec<MeshMsg> = cores[from].mesh_out[to].drain(..).collect();
+                if batch.is_empty() {
+                    continue;
+                }
+                moved = true;
+                for m in batch {
+                    assert!(cores[to].on_mesh(m, Instant::now()).is_none());
+                }
+                cores[to].after_mesh_batch(from as CoreId);
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+fn backpressure_settings() -> CoreSettings {
+    let mut s = settings(2);
+    s.session.max_queued_messages = 20;
+    s.session.max_inflight_messages = 2;
+    s.cross_core_window_messages = 4;
+    s.backpressure = Backpressure::new(50, &s.session, Duration::from_secs(2), 8);
+    s
+}
+
+#[test]
+fn a_full_connected_session_pauses_its_publishers_across_cores_until_it_drains() {
+    let mut cores = vec![
+        Core::new(0, backpressure_settings()),
+        Core::new(1, backpressure_settings()),
+    ];
+    let sub = connect(
+        &mut cores[1],
+        connect_packet("s", ProtocolVersion::V5, true),
+    );
+    subscribe(
+        &mut cores[1],
+        &sub,
+        "b/#",
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+        None,
+    );
+    settle_batches(&mut cores);
+    let remote = connect(
+        &mut cores[0],
+        connect_packet("r", ProtocolVersion::V5, true),
+    );
+    let local = connect(
+        &mut cores[1],
+        connect_packet("l", ProtocolVersion::V5, true),
+    );
+    // 2 in flight, then the queue: the mark is 10 queued messages.
+    for _ in 0..12 {
+        publish(&mut cores[0], &remote, "b/r", b"m", QoS::AtLeastOnce, false);
+        settle_batches(&mut cores);
+        assert!(!cores[0].cross_core_window_full(), "seen after each batch");
+    }
+    assert_eq!(
+        remote.link.throttled.get(),
+        1,
+        "the remote publisher is paused"
+    );
+    publish(&mut cores[1], &local, "b/l", b"m", QoS::AtLeastOnce, false);
+    assert_eq!(
+        local.link.throttled.get(),
+        1,
+        "the local publisher is paused at once"
+    );
+    publish(&mut cores[1], &local, "b/l", b"m", QoS::AtLeastOnce, false);
+    assert_eq!(
+        local.link.throttled.get(),
+        1,
+        "once per session, however many messages"
+    );
+    // QoS 0 never pauses anyone.
+    let q0 = connect(
+        &mut cores[1],
+        connect_packet("q0", ProtocolVersion::V5, true),
+    );
+    publish(&mut cores[1], &q0, "b/q", b"m", QoS::AtMostOnce, false);
+    assert_eq!(q0.link.throttled.get(), 0);
+    assert_eq!(cores[1].stats.backpressure_episodes, 1);
+    // The subscriber acknowledges until its queue is at half the mark: both released.
+    let mut acked = 0;
+    while remote.link.throttled.get() > 0 || local.link.throttled.get() > 0 {
+        let packets = drain(&mut cores[1], &sub);
+        for p in packets {
+            if let Packet::Publish(p) = p {
+                cores[1]
+                    .on_packet(
+                        sub.sid,
+                        Packet::PubAck(ringmq_codec::Ack::new(p.packet_id)),
+                        Instant::now(),
+                    )
+                    .unwrap();
+                acked += 1;
+            }
+        }
+        settle_batches(&mut cores);
+        assert!(acked < 14, "released by the time the queue is at 5");
+    }
+    assert!(
+        acked >= 14 - 5 - 2,
+        "not released before the queue drained ({acked} acked)"
+    );
+    assert_eq!(cores[1].stats.messages_dropped, 0);
+    // The cross-core window: 4 QoS 1 publications core 1 has not handled close it; QoS 0
+    // ones do not count.
+    publish(&mut cores[0], &remote, "b/r", b"m", QoS::AtMostOnce, false);
+    for i in 0..4 {
+        assert!(!cores[0].cross_core_window_full(), "{i} unseen");
+        publish(&mut cores[0], &remote, "b/r", b"m", QoS::AtLeastOnce, false);
+    }
+    assert!(cores[0].cross_core_window_full());
+    settle_batches(&mut cores);
+    assert!(!cores[0].cross_core_window_full());
+}
+
+#[test]
+fn a_session_that_goes_offline_releases_its_publishers() {
+    let mut cores = vec![
+        Core::new(0, backpressure_settings()),
+        Core::new(1, backpressure_settings()),
+    ];
+    let sub = connect(
+        &mut cores[1],
+        connect_packet("s", ProtocolVersion::V5, true),
+    );
+    subscribe(
+        &mut cores[1],
+        &sub,
+        "b/#",
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+        None,
+    );
+    settle_batches(&mut cores);
+    let remote = connect(
+        &mut cores[0],
+        connect_packet("r", ProtocolVersion::V5, true),
+    );
+    for _ in 0..12 {
+        publish(&mut cores[0], &remote, "b/r", b"m", QoS::AtLeastOnce, false);
+        settle_batches(&mut cores);
+    }
+    assert_eq!(remote.link.throttled.get(), 1);
+    cores[1].disconnected(sub.sid, sub.generation, Ending::WithWill, Instant::now());
+    settle_batches(&mut cores);
+    assert_eq!(
+        remote.link.throttled.get(),
+        0,
+        "released when the subscriber left"
+    );
+    // Its own messages never pause a session's own connection.
+    let both = connect(
+        &mut cores[1],
+        connect_packet("both", ProtocolVersion::V5, true),
+    );
+    subscribe(
+        &mut cores[1],
+        &both,
+        "self/t",
+        SubscriptionOptions::qos(QoS::AtLeastOnce),
+        None,
+    );
+    for _ in 0..15 {
+        publish(
+            &mut cores[1],
+            &both,
+            "self/t",
+            b"m",
+            QoS::AtLeastOnce,
+            false,
+        );
+    }
+    assert_eq!(both.link.throttled.get(), 0);
 }
