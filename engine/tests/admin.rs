@@ -223,7 +223,10 @@ fn connections_over_the_bound_get_503() {
             break;
         }
         assert_eq!(status, 503);
-        assert!(std::time::Instant::now() < deadline, "the slot was never freed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
