@@ -4,7 +4,7 @@
 //! ringmq [--config PATH] [--listen ADDR:PORT]... [--cores N] [--log-level L]
 //!        [--data-dir PATH] [--print-default-config] [--help] [--version]
 //! ringmq check-config [--config PATH] [--listen ADDR:PORT]... [--cores N] [--log-level L]
-//! ringmq passwd [-c | -D] [-b] FILE USER [PASSWORD]
+//! ringmq passwd [--scram] [-c | -D] [-b] FILE USER [PASSWORD]
 //! ```
 //!
 //! Values may also be written `--flag=VALUE`. `-h` and `-V` are short for
@@ -34,6 +34,8 @@ Usage:
       -c  create FILE (replacing it)   -D  delete USER
       Writes mosquitto_passwd's format ($7$, PBKDF2-SHA512, 101 iterations); replaces
       FILE atomically; SIGHUP makes a running broker read it again.
+      --scram  write FILE as an auth.scram_file instead: SCRAM-SHA-256 credentials for
+               MQTT 5 enhanced authentication, in PostgreSQL's format (4096 iterations)
 
 Options:
   --config PATH          TOML configuration file (without it: built-in defaults)
@@ -83,16 +85,19 @@ pub struct PasswdArgs {
     pub delete: bool,
     /// `-b ... PASSWORD`: the password; otherwise it is read from stdin.
     pub password: Option<String>,
+    /// `--scram`: the file is a SCRAM-SHA-256 credentials file (`auth.scram_file`).
+    pub scram: bool,
 }
 
 fn parse_passwd(args: impl Iterator<Item = OsString>) -> Result<Command, CliError> {
-    let (mut create, mut delete, mut batch) = (false, false, false);
+    let (mut create, mut delete, mut batch, mut scram) = (false, false, false, false);
     let mut positional = Vec::new();
     for arg in args {
         match arg.to_str() {
             Some("-c") => create = true,
             Some("-D") => delete = true,
             Some("-b") => batch = true,
+            Some("--scram") if positional.is_empty() => scram = true,
             Some(flag) if flag.starts_with('-') && flag.len() > 1 && positional.is_empty() => {
                 return Err(CliError::UnknownFlag(flag.to_owned()))
             }
@@ -135,6 +140,7 @@ fn parse_passwd(args: impl Iterator<Item = OsString>) -> Result<Command, CliErro
         create,
         delete,
         password,
+        scram,
     }))
 }
 
@@ -595,6 +601,7 @@ mod tests {
                 create: true,
                 delete: false,
                 password: Some("pw".into()),
+                scram: false,
             })
         );
         assert_eq!(
@@ -605,6 +612,18 @@ mod tests {
                 create: false,
                 delete: true,
                 password: None,
+                scram: false,
+            })
+        );
+        assert_eq!(
+            p(&["passwd", "--scram", "-c", "f", "u"]).unwrap(),
+            Command::Passwd(PasswdArgs {
+                file: "f".into(),
+                user: "u".into(),
+                create: true,
+                delete: false,
+                password: None,
+                scram: true,
             })
         );
         assert!(p(&["passwd", "f"]).is_err());

@@ -123,7 +123,13 @@ fn passwd(args: cli::PasswdArgs) -> ExitCode {
             create: args.create,
         }
     };
-    match update_file(&args.file, &args.user, &change) {
+    let done = if args.scram {
+        use ringmq::auth::scram;
+        scram::update_file(&args.file, &args.user, &change, scram::DEFAULT_ITERATIONS)
+    } else {
+        update_file(&args.file, &args.user, &change)
+    };
+    match done {
         Ok(done) => {
             eprintln!("ringmq passwd: {done}");
             ExitCode::SUCCESS
