@@ -384,8 +384,9 @@ enum ExchangeEnd {
 /// when it was refused: answered with CONNACK and closed. An unknown method gets 0x8C
 /// [MQTT-4.12.0-1]; Authentication Data without a method, a packet other than AUTH or an AUTH
 /// that is not Continue authentication get 0x82; an AUTH with another method 0x8C; a wrong
-/// proof or unknown user 0x86; a malformed SCRAM message 0x87. Failures count in the
-/// failed-login limiter and in `auth_failed`.
+/// proof or unknown user 0x86; a malformed SCRAM message 0x87; a challenge larger than the
+/// client's Maximum Packet Size 0x83. Failed logins count in the failed-login limiter, every
+/// refusal in `auth_failed`.
 async fn enhanced_authentication(
     stream: &Stream,
     buf: &mut BytesMut,
@@ -464,7 +465,8 @@ async fn scram_exchange(
         failed,
         why,
     };
-    let failure = |f: Failure| refused(f.reason(), true, f.to_string());
+    // A failure of the server's own random source is not the client's failed login.
+    let failure = |f: Failure| refused(f.reason(), f != Failure::NoRandom, f.to_string());
     let client_first = connect
         .properties
         .as_deref()
@@ -506,9 +508,20 @@ async fn scram_exchange(
             ..Default::default()
         })),
     });
-    if challenge.encode(ProtocolVersion::V5, &mut out).is_err()
-        || write_all(stream, &out).await.is_err()
-    {
+    if challenge.encode(ProtocolVersion::V5, &mut out).is_err() {
+        return Err(ExchangeEnd::Closed);
+    }
+    let client_max = connect
+        .properties
+        .as_deref()
+        .and_then(|p| p.maximum_packet_size)
+        .unwrap_or(u32::MAX);
+    if out.len() as u64 > u64::from(client_max) {
+        // [MQTT-3.1.2-24]: never more than the client's Maximum Packet Size.
+        let why = format!("the AUTH challenge is larger than the client's Maximum Packet Size ({client_max} bytes)");
+        return Err(refused(ReasonCode::ImplementationSpecificError, false, why));
+    }
+    if write_all(stream, &out).await.is_err() {
         return Err(ExchangeEnd::Closed);
     }
     let client_final = read_auth_response(stream, buf, &method, ctx).await?;

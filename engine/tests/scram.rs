@@ -295,8 +295,16 @@ fn methods_and_packets_out_of_place_are_refused() {
     c.send(&Packet::Connect(Box::new(connect)));
     let ack = connack(&mut c);
     assert_refused_and_closed(&mut c, &ack, ReasonCode::NotAuthorized);
+    // A challenge larger than the client's Maximum Packet Size is not sent [MQTT-3.1.2-24].
+    let mut c = Client::open(b.addr, V5);
+    let mut connect = connect_packet("m7", V5);
+    connect.properties = auth_props(METHOD, ScramClient::new("alice").first());
+    connect.properties.as_mut().unwrap().maximum_packet_size = Some(40);
+    c.send(&Packet::Connect(Box::new(connect)));
+    let ack = connack(&mut c);
+    assert_refused_and_closed(&mut c, &ack, ReasonCode::ImplementationSpecificError);
     // The broker is fine.
-    let (c, ack) = login(b.addr, "m7", "bob", "bob-pw");
+    let (c, ack) = login(b.addr, "m8", "bob", "bob-pw");
     assert_eq!(ack.reason_code, ReasonCode::Success);
     c.disconnect();
 }
