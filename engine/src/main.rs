@@ -125,7 +125,8 @@ fn passwd(args: cli::PasswdArgs) -> ExitCode {
     };
     let done = if args.scram {
         use ringmq::auth::scram;
-        scram::update_file(&args.file, &args.user, &change, scram::DEFAULT_ITERATIONS)
+        let iterations = args.iterations.unwrap_or(scram::DEFAULT_ITERATIONS);
+        scram::update_file(&args.file, &args.user, &change, iterations)
     } else {
         update_file(&args.file, &args.user, &change)
     };

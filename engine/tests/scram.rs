@@ -432,9 +432,16 @@ fn passwd_scram_writes_usable_lines_and_bad_lines_stop_check_config() {
     );
     // Replacing keeps one line per user.
     passwd_scram(&file, false, "carol", "carol-pw2");
-    passwd_scram(&file, false, "dave", "dave-pw");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["passwd", "--scram", "--iterations", "5000", "-b"])
+        .arg(&file)
+        .args(["dave", "dave-pw"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains("\ndave:SCRAM-SHA-256$5000:"), "{text}");
     let b = Broker::with_config(
         1,
         &format!("[auth]\nscram_file = {:?}\n", file.display().to_string()),
@@ -444,6 +451,9 @@ fn passwd_scram_writes_usable_lines_and_bad_lines_stop_check_config() {
     c.disconnect();
     let (_, ack) = login(b.addr, "carol-old", "carol", "carol-pw");
     assert_eq!(ack.reason_code, ReasonCode::BadUserNameOrPassword);
+    let (c, ack) = login(b.addr, "dave", "dave", "dave-pw");
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    c.disconnect();
 
     // A malformed line stops check-config and start-up, naming file and line.
     std::fs::write(
