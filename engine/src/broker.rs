@@ -677,12 +677,16 @@ impl Core {
                 return Err(ReasonCode::RetainNotSupported); // [MQTT-3.2.2-13]
             }
         }
-        if c.properties
+        // Enhanced authentication ran on the accepting core (`connection.rs`), which lets only
+        // CONNECTs verified by SCRAM-SHA-256 through with a method.
+        let method = c
+            .properties
             .as_ref()
-            .is_some_and(|p| p.authentication_method.is_some())
-        {
+            .and_then(|p| p.authentication_method.as_ref());
+        if method.is_some_and(|m| m.as_str() != crate::auth::scram::METHOD) {
             return Err(ReasonCode::BadAuthenticationMethod);
         }
+        let enhanced = method.is_some();
         let (client_id, assigned) = if c.client_id.is_empty() {
             if !v5 && !c.clean_start {
                 return Err(ReasonCode::ClientIdentifierNotValid); // [MQTT-3.1.3-8]
@@ -785,6 +789,11 @@ impl Core {
             if keep_alive != c.keep_alive {
                 p.server_keep_alive = Some(keep_alive);
             }
+            if enhanced {
+                // [MQTT-4.12.0-5]: the method again, with the server-final-message.
+                p.authentication_method = props.and_then(|p| p.authentication_method.clone());
+                p.authentication_data = props.and_then(|p| p.authentication_data.clone());
+            }
             connack.properties = Some(Box::new(p));
         }
         let slot = self.slots.get_mut(&sid).expect("slot inserted above");
@@ -793,6 +802,9 @@ impl Core {
         self.live += 1;
         // ACL: who this connection is; a will it may not publish is dropped.
         slot.auth = self.auth.client(c.username.as_deref(), &client_id);
+        if enhanced {
+            slot.auth.enable_reauthentication();
+        }
         let will = c.will.clone().filter(|w| {
             let ok = self.auth.may_write(&mut slot.auth, &w.topic);
             if !ok {
@@ -862,8 +874,8 @@ impl Core {
                 s.write(&Packet::PingResp);
             }),
             Packet::Disconnect(d) => self.on_disconnect(sid, &d),
-            // A second CONNECT [MQTT-3.1.0-2], AUTH without an authentication method, and
-            // packets only a server sends.
+            Packet::Auth(a) => return self.on_auth(sid, a),
+            // A second CONNECT [MQTT-3.1.0-2] and packets only a server sends.
             _ => Err(ReasonCode::ProtocolError),
         };
         if flow.is_err() {
@@ -874,6 +886,51 @@ impl Core {
         }
         self.wake(sid);
         flow
+    }
+
+    /// AUTH after the CONNACK: re-authentication (spec 4.12.1) of a connection verified by
+    /// SCRAM-SHA-256 at CONNECT (`auth::scram::Reauth`); from any other connection a Protocol
+    /// Error [MQTT-4.12.0-7]. A failure ends the connection with DISCONNECT 0x87 (0x8C for
+    /// another method, 0x82 out of sequence) [MQTT-4.12.1-2], counted in `auth_failed`; it is
+    /// not counted in the failed-login limiter, which works on addresses at connect time.
+    fn on_auth(&mut self, sid: SessionId, a: ringmq_codec::Auth) -> Result<Flow, ReasonCode> {
+        let Some(slot) = self.slots.get_mut(&sid) else {
+            return Ok(Flow::Continue);
+        };
+        let Some(reauth) = slot.auth.reauthentication() else {
+            self.stats.protocol_errors += 1;
+            return Err(ReasonCode::ProtocolError);
+        };
+        let props = a.properties.unwrap_or_default();
+        let method = props.authentication_method.as_deref();
+        let data = props.authentication_data.as_deref().unwrap_or_default();
+        let step = reauth.on_auth(self.auth.scram(), a.reason_code, method, data);
+        let (reason, data) = match step {
+            Ok(crate::auth::scram::Step::Continue(d)) => (ReasonCode::ContinueAuthentication, d),
+            Ok(crate::auth::scram::Step::Done(d)) => (ReasonCode::Success, d),
+            Err(reason) => {
+                if reason == ReasonCode::ProtocolError {
+                    self.stats.protocol_errors += 1;
+                } else {
+                    self.stats.auth_failed += 1;
+                }
+                tracing::info!(client_id = %slot.session.client_id, ?reason, "re-authentication failed; disconnecting");
+                return Err(reason);
+            }
+        };
+        if reason == ReasonCode::Success {
+            tracing::debug!(client_id = %slot.session.client_id, "re-authenticated");
+        }
+        slot.session.write(&Packet::Auth(ringmq_codec::Auth {
+            reason_code: reason,
+            properties: Some(Box::new(Properties {
+                authentication_method: props.authentication_method.clone(),
+                authentication_data: Some(data.into()),
+                ..Default::default()
+            })),
+        }));
+        self.wake(sid);
+        Ok(Flow::Continue)
     }
 
     fn with_session(

@@ -4,7 +4,7 @@
 //! ringmq [--config PATH] [--listen ADDR:PORT]... [--cores N] [--log-level L]
 //!        [--data-dir PATH] [--print-default-config] [--help] [--version]
 //! ringmq check-config [--config PATH] [--listen ADDR:PORT]... [--cores N] [--log-level L]
-//! ringmq passwd [-c | -D] [-b] FILE USER [PASSWORD]
+//! ringmq passwd [--scram [--iterations N]] [-c | -D] [-b] FILE USER [PASSWORD]
 //! ```
 //!
 //! Values may also be written `--flag=VALUE`. `-h` and `-V` are short for
@@ -34,6 +34,9 @@ Usage:
       -c  create FILE (replacing it)   -D  delete USER
       Writes mosquitto_passwd's format ($7$, PBKDF2-SHA512, 101 iterations); replaces
       FILE atomically; SIGHUP makes a running broker read it again.
+      --scram  write FILE as an auth.scram_file instead: SCRAM-SHA-256 credentials for
+               MQTT 5 enhanced authentication, in PostgreSQL's format
+      --iterations N  PBKDF2 iterations of a --scram line (4096..=10000000; default 4096)
 
 Options:
   --config PATH          TOML configuration file (without it: built-in defaults)
@@ -83,16 +86,28 @@ pub struct PasswdArgs {
     pub delete: bool,
     /// `-b ... PASSWORD`: the password; otherwise it is read from stdin.
     pub password: Option<String>,
+    /// `--scram`: the file is a SCRAM-SHA-256 credentials file (`auth.scram_file`).
+    pub scram: bool,
+    /// `--iterations N` (with `--scram`): PBKDF2 iterations of the new line.
+    pub iterations: Option<u32>,
 }
 
-fn parse_passwd(args: impl Iterator<Item = OsString>) -> Result<Command, CliError> {
-    let (mut create, mut delete, mut batch) = (false, false, false);
+fn parse_passwd(mut args: impl Iterator<Item = OsString>) -> Result<Command, CliError> {
+    let (mut create, mut delete, mut batch, mut scram) = (false, false, false, false);
+    let mut iterations = None;
     let mut positional = Vec::new();
-    for arg in args {
+    while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("-c") => create = true,
             Some("-D") => delete = true,
             Some("-b") => batch = true,
+            Some("--scram") if positional.is_empty() => scram = true,
+            Some("--iterations") if positional.is_empty() => {
+                let n = parse_iterations(args.next())?;
+                if iterations.replace(n).is_some() {
+                    return Err(CliError::Repeated("--iterations"));
+                }
+            }
             Some(flag) if flag.starts_with('-') && flag.len() > 1 && positional.is_empty() => {
                 return Err(CliError::UnknownFlag(flag.to_owned()))
             }
@@ -103,6 +118,16 @@ fn parse_passwd(args: impl Iterator<Item = OsString>) -> Result<Command, CliErro
         return Err(CliError::Conflict {
             flag: "-D",
             with: "-c",
+        });
+    }
+    if iterations.is_some() && (delete || !scram) {
+        return Err(CliError::Conflict {
+            flag: "--iterations",
+            with: if delete {
+                "-D"
+            } else {
+                "passwd without --scram"
+            },
         });
     }
     let wanted = if batch { 3 } else { 2 };
@@ -135,7 +160,27 @@ fn parse_passwd(args: impl Iterator<Item = OsString>) -> Result<Command, CliErro
         create,
         delete,
         password,
+        scram,
+        iterations,
     }))
+}
+
+fn parse_iterations(value: Option<OsString>) -> Result<u32, CliError> {
+    use crate::auth::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
+    let flag = "--iterations";
+    let value = value.ok_or(CliError::MissingValue {
+        flag,
+        placeholder: "N",
+    })?;
+    let raw = text_value(flag, value)?;
+    raw.parse::<u32>()
+        .ok()
+        .filter(|n| (MIN_ITERATIONS..=MAX_ITERATIONS).contains(n))
+        .ok_or_else(|| CliError::InvalidValue {
+            flag,
+            value: raw.clone(),
+            reason: format!("expected a whole number from {MIN_ITERATIONS} to {MAX_ITERATIONS}"),
+        })
 }
 
 /// The configuration file and the overrides given on the command line.
@@ -595,6 +640,8 @@ mod tests {
                 create: true,
                 delete: false,
                 password: Some("pw".into()),
+                scram: false,
+                iterations: None,
             })
         );
         assert_eq!(
@@ -605,8 +652,46 @@ mod tests {
                 create: false,
                 delete: true,
                 password: None,
+                scram: false,
+                iterations: None,
             })
         );
+        assert_eq!(
+            p(&["passwd", "--scram", "-c", "f", "u"]).unwrap(),
+            Command::Passwd(PasswdArgs {
+                file: "f".into(),
+                user: "u".into(),
+                create: true,
+                delete: false,
+                password: None,
+                scram: true,
+                iterations: None,
+            })
+        );
+        match p(&["passwd", "--scram", "--iterations", "8192", "f", "u"]).unwrap() {
+            Command::Passwd(a) => assert_eq!((a.scram, a.iterations), (true, Some(8192))),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["passwd", "--scram", "--iterations", "4095", "f", "u"][..],
+            &["passwd", "--scram", "--iterations", "x", "f", "u"],
+            &["passwd", "--scram", "--iterations"],
+            &["passwd", "--iterations", "5000", "f", "u"],
+            &["passwd", "--scram", "-D", "--iterations", "5000", "f", "u"],
+            &[
+                "passwd",
+                "--scram",
+                "--iterations",
+                "5000",
+                "--iterations",
+                "5000",
+                "f",
+                "u",
+            ],
+        ] {
+            let e = p(bad).unwrap_err();
+            assert!(e.to_string().contains("--iterations"), "{bad:?}: {e}");
+        }
         assert!(p(&["passwd", "f"]).is_err());
         assert!(p(&["passwd", "-b", "f", "u"]).is_err());
         assert!(p(&["passwd", "-c", "-D", "f", "u"]).is_err());

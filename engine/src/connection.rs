@@ -257,7 +257,11 @@ pub async fn accepted(stream: TcpStream, ctx: Rc<ConnCtx>, listener: Rc<Listener
             }
         }
     }
-    if !authenticate(&stream, &connect, peer, &ctx, certificate).await {
+    let Some(enhanced) = enhanced_authentication(&stream, &mut buf, &mut connect, peer, &ctx).await
+    else {
+        return;
+    };
+    if !enhanced && !authenticate(&stream, &connect, peer, &ctx, certificate).await {
         return;
     }
     let (me, cores) = {
@@ -352,6 +356,244 @@ async fn authenticate(
     )
     .await;
     false
+}
+
+/// Why an enhanced authentication exchange ended without a verified client.
+enum ExchangeEnd {
+    /// Answer CONNACK with this reason and close; a failed login when `failed` (counted in
+    /// the limiter). The text is for the log (empty: not logged).
+    Refuse {
+        reason: ReasonCode,
+        failed: bool,
+        why: String,
+    },
+    /// The client closed, sent DISCONNECT, or the socket broke: just close.
+    Closed,
+}
+
+/// MQTT 5 enhanced authentication (spec 4.12) of a CONNECT that names an Authentication
+/// Method, on the core that accepted the socket, before the usual credential checks. The one
+/// method is SCRAM-SHA-256 (`auth::scram`): CONNECT carries the client-first-message, the
+/// broker answers AUTH 0x18 with the server-first-message, the client AUTH 0x18 with its
+/// proof; on success the CONNECT leaves here with the SCRAM user as its User Name and the
+/// server-final-message as its Authentication Data, which the home core's CONNACK carries
+/// [MQTT-4.12.0-5]. The exchange after the CONNECT has `connect_timeout` of its own.
+///
+/// Returns `Some(false)` when the CONNECT does not use enhanced authentication (3.1.1 never
+/// does), `Some(true)` when the client is verified (the password check is skipped), `None`
+/// when it was refused: answered with CONNACK and closed. An unknown method gets 0x8C
+/// [MQTT-4.12.0-1]; Authentication Data without a method, a packet other than AUTH or an AUTH
+/// that is not Continue authentication get 0x82; an AUTH with another method 0x8C; a wrong
+/// proof or unknown user 0x86; a malformed SCRAM message 0x87; a challenge larger than the
+/// client's Maximum Packet Size 0x83. Failed logins count in the failed-login limiter, every
+/// refusal in `auth_failed`.
+async fn enhanced_authentication(
+    stream: &Stream,
+    buf: &mut BytesMut,
+    connect: &mut Connect,
+    peer: SocketAddr,
+    ctx: &ConnCtx,
+) -> Option<bool> {
+    let props = connect.properties.as_deref();
+    let method = props.and_then(|p| p.authentication_method.clone());
+    let has_data = props.is_some_and(|p| p.authentication_data.is_some());
+    if !connect.protocol.is_v5() || (method.is_none() && !has_data) {
+        return Some(false);
+    }
+    let client_id = connect.client_id.clone();
+    let end = match method {
+        // Authentication Data without a method is a Protocol Error (3.1.2.11.10).
+        None => ExchangeEnd::Refuse {
+            reason: ReasonCode::ProtocolError,
+            failed: false,
+            why: "Authentication Data without Authentication Method".into(),
+        },
+        Some(method) => {
+            let exchange = glommio::timer::timeout(ctx.connect_timeout, async {
+                Ok(scram_exchange(stream, buf, connect, method, peer, ctx).await)
+            })
+            .await;
+            match exchange {
+                Ok(Ok(())) => return Some(true),
+                Ok(Err(end)) => end,
+                Err(_) => {
+                    tracing::debug!(%peer, %client_id, "enhanced authentication not finished within the connect timeout; closed");
+                    ExchangeEnd::Closed
+                }
+            }
+        }
+    };
+    match end {
+        ExchangeEnd::Closed => close(stream).await,
+        ExchangeEnd::Refuse {
+            reason,
+            failed,
+            why,
+        } => {
+            {
+                let mut core = ctx.core.borrow_mut();
+                core.stats.auth_failed += 1;
+                if reason == ReasonCode::ProtocolError {
+                    core.stats.protocol_errors += 1;
+                }
+                if failed {
+                    core.auth.login_failed(peer.ip(), Instant::now());
+                }
+            }
+            if !why.is_empty() {
+                tracing::info!(%peer, %client_id, ?reason, "CONNECT refused: enhanced authentication: {why}");
+            }
+            refuse(stream, ProtocolVersion::V5, reason).await;
+        }
+    }
+    None
+}
+
+/// The SCRAM-SHA-256 exchange of [`enhanced_authentication`], without its time limit.
+async fn scram_exchange(
+    stream: &Stream,
+    buf: &mut BytesMut,
+    connect: &mut Connect,
+    method: Utf8Bytes,
+    peer: SocketAddr,
+    ctx: &ConnCtx,
+) -> Result<(), ExchangeEnd> {
+    use crate::auth::scram::{Failure, METHOD};
+    use crate::auth::Refusal;
+    let refused = |reason, failed, why: String| ExchangeEnd::Refuse {
+        reason,
+        failed,
+        why,
+    };
+    // A failure of the server's own random source is not the client's failed login.
+    let failure = |f: Failure| refused(f.reason(), f != Failure::NoRandom, f.to_string());
+    let client_first = connect
+        .properties
+        .as_deref()
+        .and_then(|p| p.authentication_data.clone())
+        .unwrap_or_default();
+    let (exchange, server_first) = {
+        let mut core = ctx.core.borrow_mut();
+        if &*method != METHOD || core.auth.scram().is_none() {
+            let why = format!("unsupported Authentication Method {method:?}");
+            return Err(refused(ReasonCode::BadAuthenticationMethod, false, why));
+        }
+        if let Err(refusal) = core.auth.check_limit(peer.ip(), Instant::now()) {
+            // Only the first refusal of a window is logged (an empty text is not).
+            let why = match refusal {
+                Refusal::RateLimited { first: true } => {
+                    "too many failed logins from this address (auth.failed_login_limit); \
+                     further refusals in this window are not logged"
+                }
+                _ => "",
+            };
+            return Err(refused(refusal.reason(true), false, why.into()));
+        }
+        let scram = core.auth.scram().expect("checked above");
+        scram.start(&client_first).map_err(failure)?
+    };
+    if let Some(name) = connect.username.as_deref() {
+        if name != exchange.user() {
+            return Err(failure(Failure::Malformed(
+                "the CONNECT User Name is not the SCRAM user",
+            )));
+        }
+    }
+    let mut out = BytesMut::new();
+    let challenge = Packet::Auth(ringmq_codec::Auth {
+        reason_code: ReasonCode::ContinueAuthentication,
+        properties: Some(Box::new(ringmq_codec::Properties {
+            authentication_method: Some(method.clone()),
+            authentication_data: Some(server_first.into()),
+            ..Default::default()
+        })),
+    });
+    if challenge.encode(ProtocolVersion::V5, &mut out).is_err() {
+        return Err(ExchangeEnd::Closed);
+    }
+    let client_max = connect
+        .properties
+        .as_deref()
+        .and_then(|p| p.maximum_packet_size)
+        .unwrap_or(u32::MAX);
+    if out.len() as u64 > u64::from(client_max) {
+        // [MQTT-3.1.2-24]: never more than the client's Maximum Packet Size.
+        let why = format!("the AUTH challenge is larger than the client's Maximum Packet Size ({client_max} bytes)");
+        return Err(refused(ReasonCode::ImplementationSpecificError, false, why));
+    }
+    if write_all(stream, &out).await.is_err() {
+        return Err(ExchangeEnd::Closed);
+    }
+    let client_final = read_auth_response(stream, buf, &method, ctx).await?;
+    let verified = exchange.finish(&client_final).map_err(failure)?;
+    let user = Utf8Bytes::try_from(&*verified.user).map_err(|_| {
+        failure(Failure::Malformed(
+            "the user name is not a valid MQTT string",
+        ))
+    })?;
+    connect.username = Some(user);
+    connect.password = None;
+    let props = connect.properties.get_or_insert_with(Box::default);
+    props.authentication_data = Some(verified.server_final.into());
+    Ok(())
+}
+
+/// Reads the client's answer to an AUTH 0x18: an AUTH 0x18 with the same method; returns its
+/// Authentication Data.
+async fn read_auth_response(
+    stream: &Stream,
+    buf: &mut BytesMut,
+    method: &str,
+    ctx: &ConnCtx,
+) -> Result<bytes::Bytes, ExchangeEnd> {
+    let options = DecodeOptions {
+        version: ProtocolVersion::V5,
+        max_packet_size: ctx.max_packet_size_bytes,
+    };
+    let protocol_error = |why: &str| ExchangeEnd::Refuse {
+        reason: ReasonCode::ProtocolError,
+        failed: false,
+        why: why.into(),
+    };
+    loop {
+        match decode(buf, &options) {
+            Ok(Some(Packet::Auth(a))) => {
+                if a.reason_code != ReasonCode::ContinueAuthentication {
+                    return Err(protocol_error("AUTH during the exchange is not 0x18"));
+                }
+                let props = a.properties.unwrap_or_default();
+                return match props.authentication_method.as_deref() {
+                    None => Err(protocol_error("AUTH without Authentication Method")),
+                    // [MQTT-4.12.0-5]
+                    Some(m) if m != method => Err(ExchangeEnd::Refuse {
+                        reason: ReasonCode::BadAuthenticationMethod,
+                        failed: false,
+                        why: format!("AUTH with another Authentication Method {m:?}"),
+                    }),
+                    Some(_) => Ok(props.authentication_data.unwrap_or_default()),
+                };
+            }
+            Ok(Some(Packet::Disconnect(_))) => return Err(ExchangeEnd::Closed),
+            // [MQTT-3.1.2-30]: only AUTH or DISCONNECT until the CONNACK.
+            Ok(Some(_)) => {
+                return Err(protocol_error(
+                    "a packet other than AUTH during enhanced authentication",
+                ))
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(ExchangeEnd::Refuse {
+                    reason: e.reason_code(),
+                    failed: false,
+                    why: format!("malformed packet during enhanced authentication: {e}"),
+                })
+            }
+        }
+        match read_some(stream, buf, ctx.read_buffer_bytes).await {
+            Ok(0) | Err(_) => return Err(ExchangeEnd::Closed),
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Serves a connection handed over by another core.

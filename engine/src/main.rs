@@ -123,7 +123,14 @@ fn passwd(args: cli::PasswdArgs) -> ExitCode {
             create: args.create,
         }
     };
-    match update_file(&args.file, &args.user, &change) {
+    let done = if args.scram {
+        use ringmq::auth::scram;
+        let iterations = args.iterations.unwrap_or(scram::DEFAULT_ITERATIONS);
+        scram::update_file(&args.file, &args.user, &change, iterations)
+    } else {
+        update_file(&args.file, &args.user, &change)
+    };
+    match done {
         Ok(done) => {
             eprintln!("ringmq passwd: {done}");
             ExitCode::SUCCESS

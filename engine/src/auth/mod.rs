@@ -1,5 +1,6 @@
 //! Authentication and authorization, per core: the password file (`passwd.rs`), the ACL file
-//! (`acl.rs`) and the failed-login limiter (`limiter.rs`). Pure: no sockets, time is an
+//! (`acl.rs`), the failed-login limiter (`limiter.rs`) and the SCRAM-SHA-256 credentials of
+//! MQTT 5 enhanced authentication (`scram.rs`). Pure: no sockets, time is an
 //! argument, files are read only by [`AuthFiles::load`] (start-up, and each core on SIGHUP).
 //!
 //! Where it sits: the connection checks the credentials of a CONNECT on the core that accepted
@@ -11,6 +12,7 @@
 pub mod acl;
 pub mod limiter;
 pub mod passwd;
+pub mod scram;
 
 use std::io::Read as _;
 use std::net::IpAddr;
@@ -68,6 +70,8 @@ pub struct AuthSettings {
     pub max_file_bytes: u64,
     /// The failed-login limiter.
     pub limiter: LimiterSettings,
+    /// The SCRAM-SHA-256 credentials file, if any (enhanced authentication).
+    pub scram_file: Option<PathBuf>,
 }
 
 impl Default for AuthSettings {
@@ -82,6 +86,7 @@ impl Default for AuthSettings {
                 window: std::time::Duration::from_secs(60),
                 max_tracked_addresses: 1,
             },
+            scram_file: None,
         }
     }
 }
@@ -93,22 +98,33 @@ pub struct AuthFiles {
     pub passwords: Option<Arc<PasswordFile>>,
     /// The ACL file, when configured.
     pub acl: Option<Arc<Acl>>,
+    /// The SCRAM-SHA-256 credentials file, when configured.
+    pub scram: Option<Arc<scram::ScramFile>>,
 }
 
 impl AuthFiles {
-    /// Reads both files (those configured); the first error wins.
+    /// Reads the files (those configured); the first error wins.
     pub fn load(settings: &AuthSettings) -> Result<AuthFiles, LineError> {
         let passwords = settings
             .password_file
             .as_deref()
             .map(|p| PasswordFile::load(p, settings.max_file_bytes).map(Arc::new))
             .transpose()?;
+        let scram = settings
+            .scram_file
+            .as_deref()
+            .map(|p| scram::ScramFile::load(p, settings.max_file_bytes).map(Arc::new))
+            .transpose()?;
         let acl = settings
             .acl_file
             .as_deref()
             .map(|p| Acl::load(p, settings.max_file_bytes).map(Arc::new))
             .transpose()?;
-        Ok(AuthFiles { passwords, acl })
+        Ok(AuthFiles {
+            passwords,
+            acl,
+            scram,
+        })
     }
 }
 
@@ -214,12 +230,31 @@ impl Auth {
         }
     }
 
+    /// The SCRAM-SHA-256 credentials, when `auth.scram_file` is set.
+    pub fn scram(&self) -> Option<&scram::ScramFile> {
+        self.files.scram.as_deref()
+    }
+
+    /// Asks the failed-login limiter about `ip` (before an enhanced authentication exchange).
+    pub fn check_limit(&mut self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+        match self.limiter.check(ip, now) {
+            Verdict::Refuse { first } => Err(Refusal::RateLimited { first }),
+            Verdict::Allow => Ok(()),
+        }
+    }
+
+    /// Counts a failed login from `ip` (a failed enhanced authentication exchange).
+    pub fn login_failed(&mut self, ip: IpAddr, now: Instant) {
+        self.limiter.failed(ip, now);
+    }
+
     /// The per-client state for a connection of `username` with `client_id`.
     pub fn client(&self, username: Option<&str>, client_id: &str) -> ClientAuth {
         ClientAuth {
             username: username.map(Into::into),
             client_id: client_id.into(),
             rules: None,
+            reauth: None,
         }
     }
 
@@ -255,6 +290,24 @@ pub struct ClientAuth {
     username: Option<Box<str>>,
     client_id: Box<str>,
     rules: Option<(u64, Rc<ClientRules>)>,
+    /// Set when the connection was verified by SCRAM-SHA-256: it may re-authenticate.
+    reauth: Option<Box<scram::Reauth>>,
+}
+
+impl ClientAuth {
+    /// Marks the connection as verified by SCRAM-SHA-256 at CONNECT (as its user name): it
+    /// may re-authenticate (spec 4.12.1).
+    pub fn enable_reauthentication(&mut self) {
+        self.reauth = self
+            .username
+            .as_deref()
+            .map(|u| Box::new(scram::Reauth::new(u)));
+    }
+
+    /// The re-authentication state; `None` for a connection without enhanced authentication.
+    pub fn reauthentication(&mut self) -> Option<&mut scram::Reauth> {
+        self.reauth.as_deref_mut()
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +345,7 @@ mod tests {
             AuthFiles {
                 passwords: Some(Arc::new(passwords)),
                 acl: None,
+                scram: None,
             },
         )
     }

@@ -318,7 +318,7 @@ impl PasswordFile {
 /// Adds, replaces or deletes one user in the text of a password file, keeping every other
 /// line (comments included) as it is. `hash: None` deletes. Returns the new text and whether
 /// the user existed.
-pub fn edit(text: &str, user: &str, hash: Option<&PasswordHash>) -> (String, bool) {
+pub fn edit(text: &str, user: &str, hash: Option<&impl fmt::Display>) -> (String, bool) {
     let mut out = String::with_capacity(text.len() + 160);
     let mut found = false;
     for line in text.lines() {
@@ -344,6 +344,38 @@ pub fn edit(text: &str, user: &str, hash: Option<&PasswordHash>) -> (String, boo
     (out, found)
 }
 
+/// Replaces the file at `path` with `text`: a temporary file in the same directory, mode 0600,
+/// synced, renamed over the old one.
+pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let shown = path.display();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "passwd".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot write {shown}: {e}"));
+    }
+    Ok(())
+}
+
 /// What `ringmq passwd` does to a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileChange {
@@ -362,8 +394,6 @@ pub enum FileChange {
 /// the same directory, mode 0600, renamed over the old one). The existing file must parse.
 /// Returns a line for the operator.
 pub fn update_file(path: &Path, user: &str, change: &FileChange) -> Result<String, String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     check_username(user).map_err(|e| format!("invalid user name {user:?}: {e}"))?;
     let shown = path.display();
     let old = match change {
@@ -388,29 +418,7 @@ pub fn update_file(path: &Path, user: &str, change: &FileChange) -> Result<Strin
     if hash.is_none() && !existed {
         return Err(format!("user {user:?} is not in {shown}"));
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "passwd".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("cannot write {shown}: {e}"));
-    }
+    write_atomically(path, &text)?;
     Ok(match (change, existed) {
         (FileChange::Delete, _) => format!("deleted user {user:?} from {shown}"),
         (_, true) => format!("updated the password of {user:?} in {shown}"),
@@ -559,7 +567,7 @@ mod tests {
         assert!(existed);
         let f = PasswordFile::parse(&text, "p").unwrap();
         assert!(f.verify("u1", b"two") && !f.verify("u1", b"one"));
-        let (text, existed) = edit(&text, "u1", None);
+        let (text, existed) = edit(&text, "u1", None::<&PasswordHash>);
         assert!(existed);
         assert_eq!(text, "# keep\n");
         check_username("a:b").unwrap_err();
