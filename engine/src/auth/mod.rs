@@ -1,5 +1,6 @@
-//! Authentication and authorization, per core: the password file (`passwd.rs`), the ACL file
-//! (`acl.rs`) and the failed-login limiter (`limiter.rs`). Pure: no sockets, time is an
+//! Authentication and authorization, per core: the password file (`passwd.rs`), JSON Web
+//! Tokens (`jwt.rs`), the HTTP hook (`http.rs`), the ACL file (`acl.rs`) and the failed-login
+//! limiter (`limiter.rs`). Pure: no sockets, time is an
 //! argument, files are read only by [`AuthFiles::load`] (start-up, and each core on SIGHUP).
 //!
 //! Where it sits: the connection checks the credentials of a CONNECT on the core that accepted
@@ -9,6 +10,8 @@
 //! [`ClientAuth`], which caches its substituted rules until the next reload.
 
 pub mod acl;
+pub mod http;
+pub mod jwt;
 pub mod limiter;
 pub mod passwd;
 
