@@ -1,9 +1,9 @@
 //! JWT and the HTTP authentication hook against the real binary over loopback: HMAC and RSA
-//! tokens right and wrong (signature, expiry, claim, `alg: none`, algorithm confusion), the
-//! hook's allow / deny / ignore / failure / timeout answers from a small HTTP server in the test
-//! (which counts the questions, to prove the per-core cache), CONNACK codes in 3.1.1 and 5.0,
-//! the failures counted in the metrics, and configuration errors stopping `check-config` and
-//! start-up.
+//! tokens right and wrong (signature, expiry, claim, `alg: none`, algorithm confusion), SIGHUP
+//! rereading the secret, the hook's allow / deny / ignore / failure / timeout answers from a
+//! small HTTP server in the test (which counts the questions, to prove the per-core cache),
+//! CONNACK codes in 3.1.1 and 5.0, the failures counted in the metrics, and configuration errors
+//! stopping `check-config` and start-up.
 
 mod common;
 
@@ -246,6 +246,53 @@ fn jwt_with_an_hmac_secret() {
     }
     // Refusals are counted in the metrics: 9 per version, and the two anonymous ones.
     wait_for_metric(&broker, "auth_failures_total", 20.0);
+}
+
+#[test]
+fn sighup_rereads_the_jwt_secret() {
+    let dir = Dir::new("reload");
+    let secret = dir.file("secret", "first secret\n");
+    let broker = Broker::with_config(
+        2,
+        &format!(
+            "[auth]\nfailed_login_limit = 0\n[auth.jwt]\nhmac_secret_file = {}\n",
+            toml_path(&secret)
+        ),
+    );
+    let header = r#"{"alg":"HS256"}"#;
+    let first = sign(header, "{}", b"first secret", "");
+    let second = sign(header, "{}", b"second secret", "");
+    let (ok, bad) = (ReasonCode::Success, ReasonCode::BadUserNameOrPassword);
+    expect_login(broker.addr, "c", V5, "u", &first, ok);
+    expect_login(broker.addr, "c", V5, "u", &second, bad);
+    std::fs::write(&secret, "second secret\n").unwrap();
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(broker.pid() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while login(broker.addr, "c", V5, Some("u"), Some(&second))
+        .1
+        .reason_code
+        != ok
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new secret never took effect"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // every core's ticker has run
+    for i in 0..4 {
+        let id = format!("c{i}");
+        expect_login(broker.addr, &id, V5, "u", &second, ok);
+        expect_login(broker.addr, &id, V5, "u", &first, bad);
+    }
+    // A reload that fails (empty secret) keeps the keys in force.
+    std::fs::write(&secret, "\n").unwrap();
+    unsafe { libc::kill(broker.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(400));
+    for i in 0..4 {
+        expect_login(broker.addr, &format!("d{i}"), V5, "u", &second, ok);
+    }
 }
 
 #[test]
