@@ -324,7 +324,11 @@ async fn exchange(hook: &HookSettings, request: &[u8]) -> Result<HookAnswer, Hoo
             return Err(HookError::TooLarge);
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(answer) = parse_response(&buf, n == 0)? {
+        if n == 0 {
+            // The peer closed: the answer is whole or never will be.
+            return parse_response(&buf, true)?.ok_or(HookError::Malformed("truncated"));
+        }
+        if let Some(answer) = parse_response(&buf, false)? {
             return Ok(answer);
         }
     }
@@ -663,6 +667,80 @@ mod tests {
                 .collect();
             let _ = parse_response(&bytes, seed & 1 == 0);
         }
+    }
+
+    #[test]
+    fn a_closed_connection_always_gets_a_verdict_or_an_error() {
+        for whole in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 19\r\n\r\n{\"result\": \"allow\"}",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n\r\n{\"result\":\"deny\"}",
+            "HTTP/1.1 403 Forbidden\r\n\r\n",
+        ] {
+            for cut in 0..=whole.len() {
+                let r = parse_response(&whole.as_bytes()[..cut], true);
+                assert!(!matches!(r, Ok(None)), "{cut} bytes of {whole:?}");
+            }
+        }
+    }
+
+    /// A loopback server that reads the request, then writes `reply` in pieces of `piece`
+    /// bytes and closes (or, for `None`, waits without answering).
+    fn server(reply: Option<Vec<u8>>, piece: usize) -> HookUrl {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = parse_url(&format!("http://{}/auth", listener.local_addr().unwrap())).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.read(&mut [0u8; 4096]);
+            match reply {
+                Some(reply) => {
+                    for part in reply.chunks(piece) {
+                        let _ = s.write_all(part);
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                None => std::thread::sleep(Duration::from_secs(2)),
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn ask_over_a_real_socket() {
+        let settings = |url: HookUrl| HookSettings {
+            url,
+            timeout: Duration::from_millis(300),
+            max_response_bytes: 256,
+            cache_ttl: Duration::ZERO,
+            cache_max_entries: 1,
+            max_pending_requests: 1,
+        };
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            let ask_ = |reply: Option<&str>, piece: usize| {
+                let hook = settings(server(reply.map(|r| r.as_bytes().to_vec()), piece));
+                async move {
+                    let request = request(&hook.url, &creds("pw"));
+                    ask(&hook, &request).await
+                }
+            };
+            let slow = "HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\n{\"result\":\"allow\"}";
+            assert_eq!(ask_(Some(slow), 3).await.unwrap(), HookAnswer::Allow);
+            let big = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "x".repeat(300));
+            assert!(matches!(
+                ask_(Some(&big), 64).await,
+                Err(HookError::TooLarge)
+            ));
+            let cut = "HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\n{\"res";
+            assert!(matches!(
+                ask_(Some(cut), 64).await,
+                Err(HookError::Malformed(_))
+            ));
+            let started = Instant::now();
+            assert!(matches!(ask_(None, 1).await, Err(HookError::Timeout)));
+            assert!(started.elapsed() < Duration::from_secs(2));
+        });
     }
 
     fn creds(password: &str) -> Credentials<'_> {
