@@ -159,6 +159,102 @@ pub struct AuthConfig {
     /// refused (CONNACK 0x8C).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scram_file: Option<PathBuf>,
+    /// JSON Web Tokens in the password field (`[auth.jwt]`); not set: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtConfig>,
+    /// The HTTP authentication hook (`[auth.http]`); not set: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpAuthConfig>,
+}
+
+/// JWT authentication (the `[auth.jwt]` table): the client sends a signed token as its
+/// password. At least one key: `hmac_secret` or `hmac_secret_file` (HS256/HS384/HS512), and/or
+/// `rsa_public_key_file` (RS256/RS384/RS512).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// The HMAC secret, as UTF-8 text (prefer `hmac_secret_file`, kept out of the config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hmac_secret: Option<String>,
+    /// A file holding the HMAC secret (one trailing line break is not part of it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hmac_secret_file: Option<PathBuf>,
+    /// A PEM file with the RSA public key (`BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rsa_public_key_file: Option<PathBuf>,
+    /// Algorithms accepted (`HS256`, `HS384`, `HS512`, `RS256`, `RS384`, `RS512`); empty: all
+    /// those of the keys configured.
+    pub algorithms: Vec<String>,
+    /// A claim that must equal the client's identity (e.g. `"sub"`); not set: no such check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub match_claim: Option<String>,
+    /// What `match_claim` must equal: `username` or `client_id`.
+    pub match_to: JwtClaimTarget,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u32,
+    /// Refuse tokens without an `exp` claim.
+    pub require_exp: bool,
+    /// Longest token accepted, in bytes.
+    pub max_token_bytes: u32,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            hmac_secret: None,
+            hmac_secret_file: None,
+            rsa_public_key_file: None,
+            algorithms: Vec::new(),
+            match_claim: None,
+            match_to: JwtClaimTarget::Username,
+            leeway_secs: 30,
+            require_exp: false,
+            max_token_bytes: 4096,
+        }
+    }
+}
+
+/// What `auth.jwt.match_claim` must equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JwtClaimTarget {
+    /// The CONNECT's user name.
+    Username,
+    /// The CONNECT's client identifier.
+    ClientId,
+}
+
+/// The HTTP authentication hook (the `[auth.http]` table): the broker POSTs
+/// `{clientid, username, password, peerhost, protocol}` as JSON to `url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpAuthConfig {
+    /// `http://ADDRESS[:PORT]/PATH`; ADDRESS is an IP address or `localhost` (plain HTTP only).
+    pub url: String,
+    /// Time for the whole exchange (connect, request, answer), in milliseconds; then the
+    /// client is refused as unavailable.
+    pub timeout_ms: u64,
+    /// Largest answer read (status line, headers, body), in bytes.
+    pub max_response_bytes: u32,
+    /// How long an answer is reused for the same credentials, in seconds; 0 = no cache.
+    pub cache_ttl_secs: u32,
+    /// Answers cached per core; the oldest goes when full.
+    pub cache_max_entries: u32,
+    /// Questions in flight per core; beyond, clients are refused as unavailable.
+    pub max_pending_requests: u32,
+}
+
+impl Default for HttpAuthConfig {
+    fn default() -> Self {
+        HttpAuthConfig {
+            url: String::new(),
+            timeout_ms: 2000,
+            max_response_bytes: 4096,
+            cache_ttl_secs: 60,
+            cache_max_entries: 10_000,
+            max_pending_requests: 256,
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -171,12 +267,19 @@ impl Default for AuthConfig {
             max_tracked_addresses: 10_000,
             max_file_bytes: 16 * 1024 * 1024,
             scram_file: None,
+            jwt: None,
+            http: None,
         }
     }
 }
 
 impl AuthConfig {
-    /// The settings of the auth part.
+    /// Whether any method checks the credentials of clients with a user name.
+    pub fn checks_credentials(&self) -> bool {
+        self.password_file.is_some() || self.jwt.is_some() || self.http.is_some()
+    }
+
+    /// The settings of the auth part (of a validated configuration).
     pub fn settings(&self, allow_anonymous: bool) -> crate::auth::AuthSettings {
         crate::auth::AuthSettings {
             allow_anonymous,
@@ -189,7 +292,61 @@ impl AuthConfig {
                 max_tracked_addresses: self.max_tracked_addresses as usize,
             },
             scram_file: self.scram_file.clone(),
+            jwt: self.jwt.as_ref().map(JwtConfig::settings),
+            http: self.http.as_ref().and_then(HttpAuthConfig::settings),
         }
+    }
+}
+
+impl JwtConfig {
+    /// The algorithms accepted: those listed (known names only), or all those of the keys.
+    fn algorithms(&self) -> Vec<crate::auth::jwt::Alg> {
+        use crate::auth::jwt::{Alg, ALGORITHMS};
+        let hmac = self.hmac_secret.is_some() || self.hmac_secret_file.is_some();
+        let rsa = self.rsa_public_key_file.is_some();
+        if self.algorithms.is_empty() {
+            ALGORITHMS
+                .into_iter()
+                .filter(|a| if a.is_hmac() { hmac } else { rsa })
+                .collect()
+        } else {
+            self.algorithms
+                .iter()
+                .filter_map(|n| Alg::from_name(n))
+                .collect()
+        }
+    }
+
+    fn settings(&self) -> crate::auth::jwt::JwtSettings {
+        crate::auth::jwt::JwtSettings {
+            hmac_secret: self.hmac_secret.clone(),
+            hmac_secret_file: self.hmac_secret_file.clone(),
+            rsa_public_key_file: self.rsa_public_key_file.clone(),
+            algorithms: self.algorithms(),
+            match_claim: self.match_claim.clone(),
+            match_to: match self.match_to {
+                JwtClaimTarget::Username => crate::auth::jwt::ClaimTarget::Username,
+                JwtClaimTarget::ClientId => crate::auth::jwt::ClaimTarget::ClientId,
+            },
+            leeway_secs: u64::from(self.leeway_secs),
+            require_exp: self.require_exp,
+            max_token_bytes: self.max_token_bytes as usize,
+        }
+    }
+}
+
+impl HttpAuthConfig {
+    /// The hook's settings; `None` if the URL is invalid (validation refuses it first).
+    fn settings(&self) -> Option<crate::auth::http::HookSettings> {
+        use std::time::Duration;
+        Some(crate::auth::http::HookSettings {
+            url: crate::auth::http::parse_url(&self.url).ok()?,
+            timeout: Duration::from_millis(self.timeout_ms),
+            max_response_bytes: self.max_response_bytes as usize,
+            cache_ttl: Duration::from_secs(u64::from(self.cache_ttl_secs)),
+            cache_max_entries: self.cache_max_entries as usize,
+            max_pending_requests: self.max_pending_requests as usize,
+        })
     }
 }
 
@@ -749,6 +906,74 @@ where
     Ok(())
 }
 
+fn validate_jwt(j: &JwtConfig) -> Result<(), ConfigError> {
+    use crate::auth::jwt::{Alg, ALGORITHM_NAMES};
+    if j.hmac_secret.is_some() && j.hmac_secret_file.is_some() {
+        return Err(invalid(
+            "auth.jwt.hmac_secret",
+            "set hmac_secret or hmac_secret_file, not both",
+        ));
+    }
+    if j.hmac_secret.as_ref().is_some_and(String::is_empty) {
+        return Err(invalid("auth.jwt.hmac_secret", "must not be empty"));
+    }
+    for (key, path) in [
+        ("auth.jwt.hmac_secret_file", &j.hmac_secret_file),
+        ("auth.jwt.rsa_public_key_file", &j.rsa_public_key_file),
+    ] {
+        if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(invalid(
+                key,
+                "must not be empty (leave the key out for none)",
+            ));
+        }
+    }
+    let hmac = j.hmac_secret.is_some() || j.hmac_secret_file.is_some();
+    let rsa = j.rsa_public_key_file.is_some();
+    if !hmac && !rsa {
+        return Err(invalid(
+            "auth.jwt",
+            "needs a key: hmac_secret, hmac_secret_file or rsa_public_key_file",
+        ));
+    }
+    let names = ALGORITHM_NAMES.join(", ");
+    for name in &j.algorithms {
+        if name.eq_ignore_ascii_case("none") {
+            return Err(invalid(
+                "auth.jwt.algorithms",
+                "\"none\" (unsigned tokens) is never accepted",
+            ));
+        }
+        let Some(alg) = Alg::from_name(name) else {
+            return Err(invalid(
+                "auth.jwt.algorithms",
+                format!("unknown algorithm {name:?} (expected {names})"),
+            ));
+        };
+        if alg.is_hmac() && !hmac {
+            return Err(invalid(
+                "auth.jwt.algorithms",
+                format!("{name} needs hmac_secret or hmac_secret_file"),
+            ));
+        }
+        if !alg.is_hmac() && !rsa {
+            return Err(invalid(
+                "auth.jwt.algorithms",
+                format!("{name} needs rsa_public_key_file"),
+            ));
+        }
+    }
+    if j.match_claim.as_ref().is_some_and(String::is_empty) {
+        return Err(invalid(
+            "auth.jwt.match_claim",
+            "must not be empty (leave the key out for none)",
+        ));
+    }
+    check_range("auth.jwt.leeway_secs", j.leeway_secs, 0, 3600)?;
+    check_range("auth.jwt.max_token_bytes", j.max_token_bytes, 64, 65_535)?;
+    Ok(())
+}
+
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
 /// Checks a log level or filter: a plain level (`trace`, `debug`, `info`,
@@ -855,6 +1080,7 @@ impl Config {
             return Err(invalid("log.level", message));
         }
         self.validate_auth()?;
+        self.validate_auth_methods()?;
         self.validate_admin()?;
         Ok(())
     }
@@ -891,6 +1117,43 @@ impl Config {
         )?;
         check_min("auth.max_tracked_addresses", a.max_tracked_addresses, 1)?;
         check_range("auth.max_file_bytes", a.max_file_bytes, 1, 1 << 30)?;
+        Ok(())
+    }
+
+    /// `[auth.jwt]` and `[auth.http]`: keys, algorithms, the URL and the bounds.
+    fn validate_auth_methods(&self) -> Result<(), ConfigError> {
+        if let Some(j) = &self.auth.jwt {
+            validate_jwt(j)?;
+        }
+        if let Some(h) = &self.auth.http {
+            if h.url.is_empty() {
+                return Err(invalid(
+                    "auth.http.url",
+                    "must be set, e.g. \"http://127.0.0.1:8080/mqtt/auth\"",
+                ));
+            }
+            crate::auth::http::parse_url(&h.url).map_err(|e| invalid("auth.http.url", e))?;
+            check_range("auth.http.timeout_ms", h.timeout_ms, 1, 60_000)?;
+            check_range(
+                "auth.http.max_response_bytes",
+                h.max_response_bytes,
+                64,
+                1 << 20,
+            )?;
+            check_range("auth.http.cache_ttl_secs", h.cache_ttl_secs, 0, 86_400)?;
+            check_range(
+                "auth.http.cache_max_entries",
+                h.cache_max_entries,
+                1,
+                10_000_000,
+            )?;
+            check_range(
+                "auth.http.max_pending_requests",
+                h.max_pending_requests,
+                1,
+                65_536,
+            )?;
+        }
         Ok(())
     }
 

@@ -309,7 +309,8 @@ pub async fn accepted(stream: TcpStream, ctx: Rc<ConnCtx>, listener: Rc<Listener
 }
 
 /// Checks the credentials of a CONNECT on the core that read it, before it moves to its home
-/// core (the failed-login limiter counts per core). On refusal answers CONNACK and closes.
+/// core (the failed-login limiter and the HTTP hook's cache are per core). On refusal answers
+/// CONNACK and closes.
 /// `certificate`: the user name comes from a verified client certificate, which replaces the
 /// password check.
 async fn authenticate(
@@ -319,20 +320,33 @@ async fn authenticate(
     ctx: &ConnCtx,
     certificate: bool,
 ) -> bool {
-    use crate::auth::Refusal;
-    let verdict = {
+    use crate::auth::{Refusal, Step};
+    let step = {
         let mut core = ctx.core.borrow_mut();
         let now = Instant::now();
-        let verdict = if certificate {
-            core.auth.authenticate_certificate(peer.ip(), now)
+        if certificate {
+            Step::Done(core.auth.authenticate_certificate(peer.ip(), now))
         } else {
-            core.auth.authenticate(connect, peer.ip(), now)
-        };
-        if verdict.is_err() {
-            core.stats.auth_failed += 1;
+            let unix_secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            core.auth.start(connect, peer.ip(), now, unix_secs)
         }
-        verdict
     };
+    let verdict = match step {
+        Step::Done(verdict) => verdict,
+        Step::Ask(question) => {
+            // The HTTP hook, awaited on this core (bounded by auth.http.timeout_ms); the core
+            // is not borrowed meanwhile.
+            let answer = crate::auth::http::ask(&question.hook, &question.request).await;
+            let mut core = ctx.core.borrow_mut();
+            core.auth
+                .finish(question, answer, peer.ip(), Instant::now())
+        }
+    };
+    if verdict.is_err() {
+        ctx.core.borrow_mut().stats.auth_failed += 1;
+    }
     let Err(refusal) = verdict else {
         return true;
     };

@@ -27,24 +27,12 @@ fn load(options: &cli::Options) -> Result<Config, String> {
     options.load_config().map_err(|e| e.to_string())
 }
 
-/// Reads the password and ACL files the configuration names; the error names file and line.
+/// Reads the password, ACL and JWT key files the configuration names; the error names the key,
+/// the file and the line.
 fn load_auth_files(config: &Config) -> Result<ringmq::auth::AuthFiles, String> {
     let settings = config.auth.settings(config.allow_anonymous);
-    ringmq::auth::AuthFiles::load(&settings).map_err(|e| {
-        let key = if Some(e.file.as_str())
-            == config
-                .auth
-                .password_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .as_deref()
-        {
-            "auth.password_file"
-        } else {
-            "auth.acl_file"
-        };
-        format!("{key}: {e}")
-    })
+    ringmq::auth::AuthFiles::load(&settings)
+        .map_err(|e| format!("{}: {e}", settings.key_of_file(&e.file)))
 }
 
 /// Reads the certificates and keys of the TLS listeners; the error names the key and the file.
@@ -216,10 +204,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            if !config.allow_anonymous && config.auth.password_file.is_none() {
+            if !config.allow_anonymous && !config.auth.checks_credentials() {
                 tracing::warn!(
-                    "allow_anonymous = false without auth.password_file: any user name is \
-                     accepted without a password check"
+                    "allow_anonymous = false without auth.password_file, [auth.jwt] or \
+                     [auth.http]: any user name is accepted without a password check"
                 );
             }
             let tls = match load_tls(&config) {

@@ -117,6 +117,12 @@ impl Limiter {
         Verdict::Refuse { first }
     }
 
+    /// Failures counted for `ip` in its window.
+    #[cfg(test)]
+    pub(crate) fn failures(&self, ip: IpAddr) -> u32 {
+        self.entries.get(&key(ip)).map_or(0, |e| e.failures)
+    }
+
     /// Counts a failed login from `ip` at `now`.
     pub fn failed(&mut self, ip: IpAddr, now: Instant) {
         if self.settings.limit == 0 {

@@ -303,13 +303,19 @@ impl PasswordFile {
 
     /// Whether `user` exists and `password` is theirs. Unknown users cost the same work.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
+        self.check(user, password) == Some(true)
+    }
+
+    /// `Some(true)`: `user` exists and `password` is theirs; `Some(false)`: `user` exists with
+    /// another password; `None`: no such user. Unknown users cost the same work.
+    pub fn check(&self, user: &str, password: &[u8]) -> Option<bool> {
         match self.users.get(user) {
-            Some(hash) => hash.verify(password),
+            Some(hash) => Some(hash.verify(password)),
             None => {
                 if let Some(d) = &self.dummy {
                     let _ = d.verify(password);
                 }
-                false
+                None
             }
         }
     }
