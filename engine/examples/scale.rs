@@ -59,6 +59,7 @@ fn settings(n: usize) -> CoreSettings {
         retain_available: true,
         max_connections_per_core: n + 10,
         cross_core_queue_capacity: 1024,
+        overload: Default::default(),
     }
 }
 

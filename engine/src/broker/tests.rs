@@ -37,6 +37,7 @@ fn settings(cores: usize) -> CoreSettings {
         retain_available: true,
         max_connections_per_core: 100,
         cross_core_queue_capacity: 64,
+        overload: Default::default(),
     }
 }
 
@@ -1102,3 +1103,5 @@ mod durable {
         assert!(matches!(&drain(&mut core, &publ)[..], [Packet::PubAck(a)] if a.packet_id == 10));
     }
 }
+
+mod overload;
