@@ -281,8 +281,12 @@ impl Session {
         self.peer_topic_alias_maximum = maximum;
     }
 
-    /// The client went away. In-flight and queued messages stay for a resumed session.
+    /// The client went away. In-flight and queued messages stay for a resumed session; bytes
+    /// encoded for this connection and not yet taken by its writer are dropped: the next
+    /// connection must receive its CONNACK first [MQTT-3.2.0-1], and what they held is resent
+    /// from the in-flight window (QoS 1/2) or was QoS 0.
     pub fn detach(&mut self) {
+        self.out.clear();
         self.connected = false;
         self.inflight_sent = 0;
         self.aliases_in.clear();
