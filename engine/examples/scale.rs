@@ -61,6 +61,7 @@ fn settings(n: usize) -> CoreSettings {
         backpressure: None,
         cross_core_queue_capacity: 1024,
         cross_core_window_messages: 128,
+        overload: Default::default(),
     }
 }
 

@@ -661,6 +661,24 @@ const FIGURES: &[Figure] = &[
         "gauge",
         |r| r.log_durable_bytes,
     ),
+    (
+        "connections_refused_overload_total",
+        "CONNECTs refused with Server busy because memory or queues were over their overload marks.",
+        "counter",
+        |r| r.stats.connections_refused_overload,
+    ),
+    (
+        "messages_queued",
+        "Messages waiting in session queues beyond the in-flight windows.",
+        "gauge",
+        |r| r.messages_queued,
+    ),
+    (
+        "overloaded",
+        "Cores refusing new connections for overload (1 per core while it does).",
+        "gauge",
+        |r| r.overloaded,
+    ),
 ];
 
 /// The Prometheus text exposition (format 0.0.4). Broker-wide figures are `ringmq_NAME`;
@@ -696,7 +714,7 @@ pub fn render_metrics(reports: &[StatsReport], uptime: Duration) -> String {
             let _ = writeln!(out, "ringmq_core_{name}{{core=\"{core}\"}} {}", get(r));
         }
     }
-    if let Some(rss) = resident_bytes() {
+    if let Some(rss) = crate::overload::resident_bytes() {
         let _ = writeln!(
             out,
             "# HELP process_resident_memory_bytes Resident memory of the broker process.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
@@ -709,15 +727,6 @@ pub fn render_metrics(reports: &[StatsReport], uptime: Duration) -> String {
         "# HELP ringmq_retained_messages Retained messages stored.\n# TYPE ringmq_retained_messages gauge\nringmq_retained_messages {retained}"
     );
     out
-}
-
-/// The process's resident set from `/proc/self/statm` (one small read).
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages.saturating_mul(u64::try_from(page).ok()?))
 }
 
 fn metrics(ctx: &AdminCtx) -> String {
@@ -740,6 +749,9 @@ struct Figures {
     retained_messages: u64,
     log_appended_bytes: u64,
     log_durable_bytes: u64,
+    connections_refused_overload: u64,
+    messages_queued: u64,
+    overloaded: u64,
 }
 
 impl Figures {
@@ -759,6 +771,9 @@ impl Figures {
             retained_messages: r.retained,
             log_appended_bytes: r.log_appended_bytes,
             log_durable_bytes: r.log_durable_bytes,
+            connections_refused_overload: r.stats.connections_refused_overload,
+            messages_queued: r.messages_queued,
+            overloaded: r.overloaded,
         }
     }
 }
@@ -781,6 +796,9 @@ fn stats(ctx: &AdminCtx) -> Response {
         total.subscriptions += r.subscriptions;
         total.log_appended_bytes += r.log_appended_bytes;
         total.log_durable_bytes += r.log_durable_bytes;
+        total.stats.connections_refused_overload += r.stats.connections_refused_overload;
+        total.messages_queued += r.messages_queued;
+        total.overloaded += r.overloaded;
     }
     total.retained = reports.first().map_or(0, |r| r.retained);
     let per_core: Vec<_> = reports

@@ -22,6 +22,7 @@ use crate::auth::{Auth, ClientAuth};
 use crate::mesh::{home_core, Handoff, MeshMsg};
 use crate::message::{CoreId, Message, Origin, SessionId, SharedMessage};
 use crate::notify::{Notify, WaitList};
+use crate::overload::{Overload, OverloadLimits};
 use crate::persist::{self, Store};
 use crate::retained::RetainedStore;
 use crate::session::{
@@ -102,6 +103,8 @@ pub struct CoreSettings {
     /// this core stop handling QoS 1/2 PUBLISH: bounds what crosses to a full session before
     /// its back-pressure comes back.
     pub cross_core_window_messages: u64,
+    /// High-water marks above which new connections are refused (`overload.rs`).
+    pub overload: OverloadLimits,
 }
 
 /// Back-pressure on the publishers of a slow, connected session: at `high` queued messages
@@ -132,7 +135,10 @@ impl Backpressure {
         if percent == 0 {
             return None;
         }
-        let part = |v: usize| (v / 100).saturating_mul(usize::from(percent)).max(1);
+        let part = |v: usize| {
+            let p = u128::from(v as u64) * u128::from(percent) / 100;
+            usize::try_from(p).unwrap_or(usize::MAX).max(1)
+        };
         Some(Backpressure {
             high: part(limits.max_queued_messages),
             high_bytes: part(limits.max_queued_bytes),
@@ -239,6 +245,8 @@ pub struct CoreStats {
     pub bytes_sent: u64,
     /// CONNECTs refused by authentication (bad credentials, anonymous, rate-limited).
     pub auth_failed: u64,
+    /// CONNECTs refused because memory or this core's queues were over their overload marks.
+    pub connections_refused_overload: u64,
 }
 
 /// What one core tells core 0 for `$SYS`, once per tick.
@@ -258,6 +266,10 @@ pub struct StatsReport {
     pub log_appended_bytes: u64,
     /// Log position durable so far, bytes (0 without storage).
     pub log_durable_bytes: u64,
+    /// Messages waiting in the queues of the core's sessions (beyond their in-flight windows).
+    pub messages_queued: u64,
+    /// 1 while the core refuses new connections for overload, else 0.
+    pub overloaded: u64,
 }
 
 /// How the connection continues after a packet.
@@ -364,6 +376,8 @@ pub struct Core {
     pub auth: Auth,
     /// Admin API requests this core sent to others and waits for (`admin.rs`).
     admin_pending: admin::Pending,
+    /// Overload marks and their state; the count of queued messages its sessions keep.
+    pub overload: Overload,
 }
 
 /// Live records copied per compaction step (a few hundred microseconds of work).
@@ -408,6 +422,7 @@ impl Core {
     /// A core with no sessions.
     pub fn new(id: CoreId, settings: CoreSettings) -> Self {
         let cores = settings.cores;
+        let settings_overload = settings.overload;
         Self {
             id,
             settings,
@@ -451,6 +466,7 @@ impl Core {
             persistent_cores: vec![false; cores],
             auth: Auth::default(),
             admin_pending: admin::Pending::default(),
+            overload: Overload::new(id, settings_overload),
         }
     }
 
@@ -642,6 +658,41 @@ impl Core {
         }
     }
 
+    /// Whether a CONNECT may go on under overload (`overload.rs`); a refusal is counted and
+    /// answered by the caller with CONNACK 0x89 Server busy (3.x: 3, Server unavailable).
+    /// The connection driver asks on the core that read the CONNECT, before authentication
+    /// (on another core than the client id's home core only the memory mark is checked), and
+    /// again on the home core right before [`Core::connect`], where a client resuming its
+    /// session is let in.
+    pub fn admit_under_overload(&mut self, c: &Connect) -> Result<(), crate::overload::Cause> {
+        let home_here = c.client_id.is_empty()
+            || home_core(c.client_id.as_bytes(), self.settings.cores) == self.id;
+        let resumes = home_here && !c.clean_start && self.by_client.contains_key(&c.client_id);
+        let verdict = self.overload.admit(home_here, c.clean_start, resumes);
+        if verdict.is_err() {
+            self.stats.connections_refused_overload += 1;
+        }
+        verdict
+    }
+
+    /// Messages queued in this core's sessions, counted by a scan (the running count,
+    /// `Overload::queued`, must always equal it).
+    pub fn queued_by_scan(&self) -> u64 {
+        self.slots
+            .values()
+            .map(|s| s.session.queued_len() as u64)
+            .sum()
+    }
+
+    #[cfg(debug_assertions)]
+    fn assert_queue_gauge(&self) {
+        debug_assert_eq!(
+            self.overload.queued(),
+            self.queued_by_scan(),
+            "the running count of queued messages differs from a scan"
+        );
+    }
+
     /// Handles CONNECT for a connection on this core (the client id's home core). On success
     /// the CONNACK is in the session's buffer; on failure the caller sends a CONNACK with the
     /// returned reason and closes.
@@ -729,12 +780,13 @@ impl Core {
             None => {
                 let sid = self.next_session;
                 self.next_session += 1;
-                let session = Session::new(
+                let mut session = Session::new(
                     sid,
                     client_id.clone(),
                     c.protocol,
                     self.settings.session.clone(),
                 );
+                session.set_queue_gauge(self.overload.gauge().clone());
                 self.slots.insert(
                     sid,
                     Slot {
@@ -2242,6 +2294,7 @@ impl Core {
                 version,
                 self.settings.session.clone(),
             );
+            session.set_queue_gauge(self.overload.gauge().clone());
             session.expiry_secs = rs.expiry_secs.min(self.settings.session_expiry_max_secs);
             session.will = rs
                 .will
@@ -2369,11 +2422,16 @@ impl Core {
             retained: self.retained.len() as u64,
             log_appended_bytes: self.store.as_ref().map_or(0, |s| s.appended()),
             log_durable_bytes: self.store.as_ref().map_or(0, |s| s.durable()),
+            messages_queued: self.overload.queued(),
+            overloaded: u64::from(self.overload.is_over()),
         }
     }
 
     /// Sends this core's counters to core `to` (kept locally if it is this core).
     pub fn report_stats(&mut self, to: CoreId) {
+        #[cfg(debug_assertions)]
+        self.assert_queue_gauge();
+        self.overload.observe_queues();
         let report = self.stats_report();
         if to == self.id {
             self.reports[usize::from(to)] = report;
@@ -2433,6 +2491,12 @@ impl Core {
                 "$SYS/broker/clients/auth_failed",
                 sum(|r| r.stats.auth_failed),
             ),
+            (
+                "$SYS/broker/clients/refused_overload",
+                sum(|r| r.stats.connections_refused_overload),
+            ),
+            ("$SYS/broker/messages/queued", sum(|r| r.messages_queued)),
+            ("$SYS/broker/overloaded_cores", sum(|r| r.overloaded)),
             ("$SYS/broker/subscriptions/count", sum(|r| r.subscriptions)),
             // Every core holds the same retained replica: this core's count is the broker's.
             (

@@ -41,6 +41,10 @@ pub const MIN_IO_MEMORY_BYTES: u64 = 64 * 1024;
 /// The largest `runtime.io_memory_bytes` accepted (per executor).
 pub const MAX_IO_MEMORY_BYTES: u64 = 1 << 30;
 
+/// The smallest `limits.overload_memory_bytes` other than 0: no broker process is smaller,
+/// so a lower mark would refuse every new client from the start (a unit error, most likely).
+pub const MIN_OVERLOAD_MEMORY_BYTES: u64 = 1024 * 1024;
+
 /// The longest `listeners[].websocket.path` accepted.
 pub const MAX_WEBSOCKET_PATH_BYTES: usize = 1024;
 
@@ -507,6 +511,17 @@ pub struct Limits {
     pub max_client_bytes_per_second: u64,
     /// PUBLISH packets per second read from one client, enforced the same way. 0 = no limit.
     pub max_client_messages_per_second: u32,
+    /// Resident memory of the broker process, in bytes, at which new connections are refused
+    /// (CONNACK 0x89 Server busy; 3.x: 3) until it falls below `overload_resume_percent` of
+    /// it. Clients resuming their session and open connections are still served. 0 = off
+    /// (the default); else at least [`MIN_OVERLOAD_MEMORY_BYTES`].
+    pub overload_memory_bytes: u64,
+    /// Messages queued on one core (all its sessions' queues beyond their in-flight windows)
+    /// at which that core refuses new connections the same way. 0 = off (the default).
+    pub overload_queued_messages: u64,
+    /// An overload mark is left when the value falls below this percentage of it
+    /// (hysteresis; 50..=100).
+    pub overload_resume_percent: u8,
 }
 
 impl Default for Limits {
@@ -538,6 +553,9 @@ impl Default for Limits {
             retain_available: true,
             retained_messages_max: 1_000_000,
             retained_scan_budget_messages: 1024,
+            overload_memory_bytes: 0,
+            overload_queued_messages: 0,
+            overload_resume_percent: 90,
         }
     }
 }
@@ -1316,6 +1334,21 @@ impl Config {
             l.retained_scan_budget_messages,
             1,
         )?;
+        if l.overload_memory_bytes != 0 && l.overload_memory_bytes < MIN_OVERLOAD_MEMORY_BYTES {
+            return Err(invalid(
+                "limits.overload_memory_bytes",
+                format!(
+                    "must be 0 (off) or at least {MIN_OVERLOAD_MEMORY_BYTES} (1 MiB), got {}",
+                    l.overload_memory_bytes
+                ),
+            ));
+        }
+        check_range(
+            "limits.overload_resume_percent",
+            l.overload_resume_percent,
+            50,
+            100,
+        )?;
         Ok(())
     }
 
@@ -1948,5 +1981,50 @@ mod tests {
             "[[listeners]]\n[listeners.tls]\ncert_file = \"a\"\nkey_file = \"b\"\ncafile = \"c\"\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn overload_marks_are_off_by_default_and_checked() {
+        let l = Config::default().limits;
+        assert_eq!(
+            (
+                l.overload_memory_bytes,
+                l.overload_queued_messages,
+                l.overload_resume_percent
+            ),
+            (0, 0, 90)
+        );
+        let c = Config::from_toml_str(
+            "[limits]\noverload_memory_bytes = 1048576\noverload_queued_messages = 1\n\
+             overload_resume_percent = 100\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.overload_memory_bytes, 1 << 20);
+        assert_eq!(c.limits.overload_queued_messages, 1);
+        // check-config prints them.
+        let printed = c.to_toml_string();
+        assert!(
+            printed.contains("overload_memory_bytes = 1048576"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("overload_resume_percent = 100"),
+            "{printed}"
+        );
+        for text in [
+            "[limits]\noverload_memory_bytes = 1",
+            "[limits]\noverload_memory_bytes = 1048575",
+        ] {
+            let e = Config::from_toml_str(text).unwrap_err();
+            assert_eq!(e.key(), Some("limits.overload_memory_bytes"), "{text}");
+            assert!(e.to_string().contains("0 (off) or at least 1048576"), "{e}");
+        }
+        for text in [
+            "[limits]\noverload_resume_percent = 49",
+            "[limits]\noverload_resume_percent = 101",
+        ] {
+            let e = Config::from_toml_str(text).unwrap_err();
+            assert_eq!(e.key(), Some("limits.overload_resume_percent"), "{text}");
+        }
     }
 }

@@ -232,6 +232,9 @@ pub async fn accepted(stream: TcpStream, ctx: Rc<ConnCtx>, listener: Rc<Listener
         }
         Ok(Ok(c)) => c,
     };
+    if overloaded(&stream, &connect, peer, &ctx).await {
+        return;
+    }
     let certificate = listener.use_identity_as_username;
     if certificate {
         // The certificate's CN replaces whatever user name and password the CONNECT has.
@@ -625,6 +628,21 @@ pub async fn handed_over(h: Box<Handoff>, ctx: Rc<ConnCtx>) {
     serve(stream, connect, rest, peer, ctx).await;
 }
 
+/// The overload check (`overload.rs`, `Core::admit_under_overload`): in `accepted` before
+/// the certificate and credentials are looked at, so that an overloaded broker spends nothing
+/// on a client it refuses; in `serve`, on the home core, which knows its queues and whether
+/// the client resumes a session. On refusal answers CONNACK 0x89 (3.x: 3) and closes. Not
+/// logged per connection: entering and leaving overload are (once per core).
+async fn overloaded(stream: &Stream, connect: &Connect, peer: SocketAddr, ctx: &ConnCtx) -> bool {
+    let verdict = ctx.core.borrow_mut().admit_under_overload(connect);
+    let Err(cause) = verdict else {
+        return false;
+    };
+    tracing::debug!(%peer, client_id = %connect.client_id, ?cause, "CONNECT refused: overload");
+    refuse(stream, connect.protocol, ReasonCode::ServerBusy).await;
+    true
+}
+
 async fn refuse(stream: &Stream, version: ProtocolVersion, reason: ReasonCode) {
     let mut out = BytesMut::new();
     let connack = Packet::ConnAck(ConnAck {
@@ -648,6 +666,9 @@ async fn serve(
     peer: std::net::SocketAddr,
     ctx: Rc<ConnCtx>,
 ) {
+    if overloaded(&stream, &connect, peer, &ctx).await {
+        return;
+    }
     let link = Rc::new(ConnLink::default());
     let version = connect.protocol;
     let accepted = ctx

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod mesh;
 pub mod message;
 pub mod notify;
+pub mod overload;
 pub mod persist;
 pub mod preflight;
 pub mod ratelimit;

@@ -379,6 +379,11 @@ async fn core_main(
         glommio::spawn_local(compactor(core.clone())).detach();
     }
     drop(retained);
+    if core.borrow().overload.samples_memory() {
+        // A first sample before any client is accepted, then one every interval.
+        sample_memory(&core);
+        glommio::spawn_local(memory_sampler(core.clone())).detach();
+    }
     // Restored: this core may be announced (the accept loops below start right away).
     let _ = ready.send(());
     let ctx = Rc::new(ConnCtx {
@@ -619,6 +624,23 @@ async fn mesh_receiver(ctx: Rc<ConnCtx>, from: CoreId, rx: Receiver<MeshMsg>) {
     }
 }
 
+/// Reads the process's resident memory into this core's overload state (`overload.rs`).
+fn sample_memory(core: &Rc<RefCell<Core>>) {
+    if let Some(rss) = crate::overload::resident_bytes() {
+        core.borrow_mut().overload.sample_memory(rss);
+    }
+}
+
+/// Samples resident memory every [`crate::overload::MEMORY_SAMPLE_INTERVAL`] for
+/// `limits.overload_memory_bytes`. Each core samples for itself: the figure is the process's,
+/// and cores share no mutable state, not even this one.
+async fn memory_sampler(core: Rc<RefCell<Core>>) {
+    while !core.borrow().is_stopped() {
+        glommio::timer::sleep(crate::overload::MEMORY_SAMPLE_INTERVAL).await;
+        sample_memory(&core);
+    }
+}
+
 /// Runs pending retained-message deliveries one slice per loop turn, so a wildcard subscribe
 /// against a huge store never stalls the core.
 async fn retained_pump(core: Rc<RefCell<Core>>) {
@@ -729,6 +751,11 @@ impl RuntimeSettings {
                 .div_ceil(cores as u64)),
             cross_core_queue_capacity: r.cross_core_queue_capacity as usize,
             cross_core_window_messages: u64::from(r.cross_core_window_messages),
+            overload: crate::overload::OverloadLimits {
+                memory_bytes: l.overload_memory_bytes,
+                queued_messages: l.overload_queued_messages,
+                resume_percent: l.overload_resume_percent,
+            },
         };
         Self {
             core,

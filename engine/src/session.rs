@@ -18,6 +18,7 @@ use ringmq_codec::{
 };
 
 use crate::message::{SessionId, SharedMessage};
+use crate::overload::QueueGauge;
 
 /// The limits a session enforces, taken from the configuration.
 #[derive(Clone, Debug)]
@@ -161,6 +162,11 @@ pub struct Session {
     inflight_sent: usize,
     queue: VecDeque<Delivery>,
     queued_bytes: usize,
+    /// The core's count of queued messages, kept equal to the sum of its sessions' queue
+    /// lengths: every change of `queue` goes through [`Session::enqueue`],
+    /// [`Session::dequeue`] or [`Session::clear_messages`], and a dropped session takes its
+    /// queue out (`Drop`).
+    queued_gauge: QueueGauge,
     incoming_qos2: HashSet<u16>,
     aliases_in: HashMap<u16, Utf8Bytes>,
     aliases_out: HashMap<Utf8Bytes, u16>,
@@ -194,6 +200,7 @@ impl Session {
             inflight_sent: 0,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            queued_gauge: QueueGauge::default(),
             incoming_qos2: HashSet::new(),
             aliases_in: HashMap::new(),
             aliases_out: HashMap::new(),
@@ -214,6 +221,27 @@ impl Session {
     /// Bytes of the messages waiting in the queue.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Counts this session's queued messages in `gauge` (the core's) from now on.
+    pub fn set_queue_gauge(&mut self, gauge: QueueGauge) {
+        let n = self.queue.len();
+        self.queued_gauge.sub(n);
+        gauge.add(n);
+        self.queued_gauge = gauge;
+    }
+
+    fn enqueue(&mut self, d: Delivery) {
+        self.queued_bytes += d.msg.cost_bytes();
+        self.queue.push_back(d);
+        self.queued_gauge.add(1);
+    }
+
+    fn dequeue(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.queued_bytes -= d.msg.cost_bytes();
+        self.queued_gauge.sub(1);
+        Some(d)
     }
 
     /// How many more messages the session takes now without dropping any: 0 when offline or
@@ -258,8 +286,12 @@ impl Session {
         self.peer_topic_alias_maximum = maximum;
     }
 
-    /// The client went away. In-flight and queued messages stay for a resumed session.
+    /// The client went away. In-flight and queued messages stay for a resumed session; bytes
+    /// encoded for this connection and not yet taken by its writer are dropped: the next
+    /// connection must receive its CONNACK first [MQTT-3.2.0-1], and what they held is resent
+    /// from the in-flight window (QoS 1/2) or was QoS 0.
     pub fn detach(&mut self) {
+        self.out.clear();
         self.connected = false;
         self.inflight_sent = 0;
         self.aliases_in.clear();
@@ -320,8 +352,7 @@ impl Session {
             self.finished(&d);
             return;
         }
-        self.queued_bytes += cost;
-        self.queue.push_back(d);
+        self.enqueue(d);
     }
 
     /// Resends in-flight messages not yet sent on this connection, then moves queued messages
@@ -358,10 +389,9 @@ impl Session {
             && self.inflight.len() < self.window()
             && !self.writer_behind()
         {
-            let Some(d) = self.queue.pop_front() else {
+            let Some(d) = self.dequeue() else {
                 break;
             };
-            self.queued_bytes -= d.msg.cost_bytes();
             self.send_publish(d, now);
         }
     }
@@ -607,6 +637,7 @@ impl Session {
             .collect();
         self.inflight.clear();
         self.inflight_sent = 0;
+        self.queued_gauge.sub(self.queue.len());
         self.queue.clear();
         self.queued_bytes = 0;
         self.incoming_qos2.clear();
@@ -650,10 +681,7 @@ impl Session {
                     OutState::PublishedQos2
                 },
             }),
-            None => {
-                self.queued_bytes += d.msg.cost_bytes();
-                self.queue.push_back(d);
-            }
+            None => self.enqueue(d),
         }
     }
 
@@ -666,6 +694,13 @@ impl Session {
     /// The properties of a will, if any.
     pub fn will_properties(&self) -> Option<&Properties> {
         self.will.as_ref().and_then(|w| w.properties.as_deref())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // However the session goes away, its queue leaves the core's count with it.
+        self.queued_gauge.sub(self.queue.len());
     }
 }
 

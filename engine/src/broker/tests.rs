@@ -39,6 +39,7 @@ fn settings(cores: usize) -> CoreSettings {
         backpressure: None,
         cross_core_queue_capacity: 64,
         cross_core_window_messages: 64,
+        overload: Default::default(),
     }
 }
 
@@ -1288,4 +1289,29 @@ fn a_session_that_goes_offline_releases_its_publishers() {
         );
     }
     assert_eq!(both.link.throttled.get(), 0);
+}
+mod overload;
+
+#[test]
+fn the_back_pressure_mark_is_a_share_of_the_queue_limits() {
+    let mut limits = settings(1).session;
+    limits.max_queued_messages = 40;
+    limits.max_queued_bytes = 1000;
+    let bp = Backpressure::new(50, &limits, Duration::from_secs(1), 4).unwrap();
+    assert_eq!((bp.high, bp.high_bytes), (20, 500));
+    limits.max_queued_messages = 1;
+    assert_eq!(
+        Backpressure::new(10, &limits, Duration::ZERO, 1)
+            .unwrap()
+            .high,
+        1
+    );
+    limits.max_queued_messages = usize::MAX;
+    assert_eq!(
+        Backpressure::new(100, &limits, Duration::ZERO, 1)
+            .unwrap()
+            .high,
+        usize::MAX
+    );
+    assert!(Backpressure::new(0, &limits, Duration::ZERO, 1).is_none());
 }

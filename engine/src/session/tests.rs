@@ -365,3 +365,19 @@ fn outgoing_topic_aliases_within_the_client_maximum() {
     s.deliver(on("a"), now);
     assert!(matches!(&sent(&mut s)[..], [Packet::Publish(p)] if p.topic == "a"));
 }
+
+#[test]
+fn bytes_not_written_before_a_detach_are_not_sent_to_the_next_connection() {
+    let now = Instant::now();
+    let mut s = session(ProtocolVersion::V5);
+    s.attach(ProtocolVersion::V5, u16::MAX, u32::MAX, now);
+    s.deliver(delivery(1, QoS::AtLeastOnce), now);
+    s.deliver(delivery(2, QoS::AtMostOnce), now);
+    // The connection ends before its writer took these bytes.
+    s.detach();
+    s.write(&Packet::PingResp); // stands for the next connection's CONNACK
+    s.attach(ProtocolVersion::V5, u16::MAX, u32::MAX, now);
+    let packets = sent(&mut s);
+    assert_eq!(packets[0], Packet::PingResp);
+    assert_eq!(publishes(&packets[1..]), vec![(1, 1, true)]);
+}
