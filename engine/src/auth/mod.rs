@@ -718,8 +718,8 @@ mod tests {
             },
             AuthFiles {
                 passwords: Some(Arc::new(passwords)),
-                acl: None,
                 jwt: Some(Arc::new(jwt::tests::keys(jwt::tests::settings()))),
+                ..AuthFiles::default()
             },
         )
     }
