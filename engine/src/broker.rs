@@ -158,6 +158,8 @@ pub struct ConnLink {
     /// Sessions that asked this connection's publisher to wait (back-pressure): while
     /// non-zero, its reader handles no QoS 1/2 PUBLISH.
     pub throttled: Cell<u32>,
+    /// Its QoS 1/2 publications another core has not reported handled yet.
+    pub unseen: Cell<u32>,
 }
 
 struct Slot {
@@ -343,6 +345,15 @@ pub struct Core {
     mesh_qos_batch: u64,
     /// Readers waiting for the cross-core window to open.
     pub window_waiters: Rc<WaitList>,
+    /// The connection whose PUBLISH is being routed (QoS 1/2, several cores).
+    publishing: Option<Rc<ConnLink>>,
+    /// Its QoS 1/2 publications each other core has not reported seen, with the running count
+    /// they were sent at (index: destination core; at most the window each).
+    unseen: Vec<VecDeque<(u64, Rc<ConnLink>)>>,
+    /// Sessions on this core pausing publishers now.
+    throttling_sessions: usize,
+    /// Which other cores have sessions pausing publishers ([`MeshMsg::Congested`]).
+    congested: Vec<bool>,
     /// Counters.
     pub stats: CoreStats,
     live: usize,
@@ -449,6 +460,10 @@ impl Core {
             mesh_qos_received: vec![0; cores],
             mesh_qos_batch: 0,
             window_waiters: Rc::new(WaitList::default()),
+            publishing: None,
+            unseen: (0..cores).map(|_| VecDeque::new()).collect(),
+            throttling_sessions: 0,
+            congested: vec![false; cores],
             stats: CoreStats::default(),
             live: 0,
             scans: VecDeque::new(),
@@ -545,6 +560,14 @@ impl Core {
             .any(|q| q.len() >= self.settings.cross_core_queue_capacity)
     }
 
+    /// Whether the reader of `link` waits before its next QoS 1/2 PUBLISH: the cross-core
+    /// window is full, or some core is pausing publishers and one of this connection's
+    /// publications has not reached its destination core yet (so a publisher that core has
+    /// not named yet sends one message, not a window, into a full session).
+    pub fn must_wait_for_mesh(&self, link: &ConnLink) -> bool {
+        self.cross_core_window_full() || (link.unseen.get() > 0 && self.congested.contains(&true))
+    }
+
     /// Whether some other core has `cross_core_window_messages` QoS 1/2 publications from this
     /// one that it has not handled yet: readers stop handling QoS 1/2 PUBLISH until it has.
     pub fn cross_core_window_full(&self) -> bool {
@@ -559,7 +582,12 @@ impl Core {
         debug_assert_ne!(core, self.id);
         if let MeshMsg::Publish { msg, .. } | MeshMsg::Deliver { msg, .. } = &msg {
             if msg.qos != QoS::AtMostOnce {
-                self.mesh_qos_sent[usize::from(core)] += 1;
+                let c = usize::from(core);
+                self.mesh_qos_sent[c] += 1;
+                if let Some(link) = &self.publishing {
+                    link.unseen.set(link.unseen.get() + 1);
+                    self.unseen[c].push_back((self.mesh_qos_sent[c], link.clone()));
+                }
             }
         }
         self.mesh_out[usize::from(core)].push_back(msg);
@@ -1026,6 +1054,11 @@ impl Core {
         }
         let (qos, packet_id) = (p.qos, p.packet_id);
         let generation = slot.generation;
+        let publisher = if qos == QoS::AtMostOnce || self.settings.cores == 1 {
+            None
+        } else {
+            slot.link.clone()
+        };
         // Clients do not publish into $SYS and other $ topics, nor where the ACL does not grant
         // it: 0x87 in 5.0; in 3.x acknowledged, not routed.
         let reason = if p.topic.starts_with('$') || !self.auth.may_write(&mut slot.auth, &p.topic) {
@@ -1095,7 +1128,9 @@ impl Core {
                 self.settings.message_expiry_max_secs,
             ));
             self.refused_in_route = false;
+            self.publishing = publisher;
             let confirm = self.route(msg, now);
+            self.publishing = None;
             if qos != QoS::AtMostOnce {
                 for c in 0..self.settings.cores {
                     if confirm & (1 << c) != 0 {
@@ -1418,11 +1453,35 @@ impl Core {
         {
             return;
         }
-        if slot.throttling.is_empty() {
-            self.stats.backpressure_episodes += 1;
-        }
+        let first = slot.throttling.is_empty();
         slot.throttling.push(origin);
+        if first {
+            self.stats.backpressure_episodes += 1;
+            self.throttling_sessions += 1;
+            if self.throttling_sessions == 1 {
+                let core = self.id;
+                self.broadcast(|| MeshMsg::Congested { core, on: true });
+            }
+        }
         self.throttle(origin, true);
+    }
+
+    /// Releases every publisher session `sid` paused.
+    fn release_publishers(&mut self, sid: SessionId) {
+        let Some(slot) = self.slots.get_mut(&sid) else {
+            return;
+        };
+        if slot.throttling.is_empty() {
+            return;
+        }
+        for origin in std::mem::take(&mut slot.throttling) {
+            self.throttle(origin, false);
+        }
+        self.throttling_sessions -= 1;
+        if self.throttling_sessions == 0 {
+            let core = self.id;
+            self.broadcast(|| MeshMsg::Congested { core, on: false });
+        }
     }
 
     /// Back-pressure: releases the publishers session `sid` paused once its queue is under
@@ -1439,11 +1498,8 @@ impl Core {
         }
         let drained = slot.session.queued_len() <= bp.high / 2
             && slot.session.queued_bytes() <= bp.high_bytes / 2;
-        if !(force || drained || slot.link.is_none()) {
-            return;
-        }
-        for origin in std::mem::take(&mut slot.throttling) {
-            self.throttle(origin, false);
+        if force || drained || slot.link.is_none() {
+            self.release_publishers(sid);
         }
     }
 
@@ -1888,10 +1944,7 @@ impl Core {
         }
         slot.session.detach();
         // Offline, it pauses nobody: its queue limits apply alone.
-        let throttling = std::mem::take(&mut slot.throttling);
-        for origin in throttling {
-            self.throttle(origin, false);
-        }
+        self.release_publishers(sid);
         let Some(slot) = self.slots.get_mut(&sid) else {
             return;
         };
@@ -2066,9 +2119,20 @@ impl Core {
                 }
             }
             MeshMsg::Seen { from, count } => {
-                let seen = &mut self.mesh_qos_seen[usize::from(from)];
-                *seen = (*seen).max(count);
+                let c = usize::from(from);
+                self.mesh_qos_seen[c] = self.mesh_qos_seen[c].max(count);
+                while self.unseen[c].front().is_some_and(|(at, _)| *at <= count) {
+                    if let Some((_, link)) = self.unseen[c].pop_front() {
+                        link.unseen.set(link.unseen.get().saturating_sub(1));
+                    }
+                }
                 self.window_waiters.wake_all();
+            }
+            MeshMsg::Congested { core, on } => {
+                self.congested[usize::from(core)] = on;
+                if !on {
+                    self.window_waiters.wake_all();
+                }
             }
             MeshMsg::Throttle { session, on } => {
                 let origin = Origin {

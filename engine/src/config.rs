@@ -580,8 +580,8 @@ pub struct RuntimeConfig {
     pub cross_core_queue_capacity: u32,
     /// QoS 1/2 publications one core may have sent to another that the other has not handled
     /// yet; then readers stop handling QoS 1/2 PUBLISH until it has. Bounds what reaches a
-    /// full session across cores before its back-pressure comes back (keep it under the half
-    /// of `limits.max_queued_messages` above the back-pressure mark, divided by cores - 1).
+    /// full session across cores before its back-pressure comes back (keep twice it, times
+    /// cores - 1, under the part of `limits.max_queued_messages` above the back-pressure mark).
     pub cross_core_window_messages: u32,
     /// Pause before accepting again when `accept` fails with EMFILE/ENFILE.
     pub accept_backoff_ms: u64,

@@ -766,7 +766,7 @@ async fn reader(
                     } else {
                         gave_up = false;
                     }
-                    wait_for_cross_core_window(ctx).await;
+                    wait_for_cross_core_window(link, ctx).await;
                 }
             }
             if let (Some(limit), Packet::Publish(_)) = (message_limit.as_mut(), &packet) {
@@ -847,13 +847,14 @@ async fn reader(
 }
 
 /// Waits while another core has not yet handled `runtime.cross_core_window_messages` QoS 1/2
-/// publications from this one: what it has not seen yet could be on its way to a full session
-/// whose back-pressure has not come back.
-async fn wait_for_cross_core_window(ctx: &ConnCtx) {
+/// publications from this one, or, while some core pauses publishers, one of this
+/// connection's: what it has not seen yet could be on its way to a full session whose
+/// back-pressure has not come back.
+async fn wait_for_cross_core_window(link: &ConnLink, ctx: &ConnCtx) {
     loop {
         let waiters = {
             let core = ctx.core.borrow();
-            if !core.cross_core_window_full() {
+            if !core.must_wait_for_mesh(link) {
                 return;
             }
             core.window_waiters.clone()

@@ -43,6 +43,14 @@ pub enum MeshMsg {
         /// How many, in all.
         count: u64,
     },
+    /// Core `core` has sessions pausing publishers (`on`), or no longer: while it has, a
+    /// connection with a publication that core has not seen yet waits before its next one.
+    Congested {
+        /// The core.
+        core: CoreId,
+        /// Whether it has any.
+        on: bool,
+    },
     /// Back-pressure: a session on the sender is full of messages from the receiver's session
     /// `session`; pause (`on`) or release (`!on`) that publisher. Every pause is followed by
     /// exactly one release, on the same queue.

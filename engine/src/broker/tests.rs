@@ -1176,6 +1176,24 @@ fn a_full_connected_session_pauses_its_publishers_across_cores_until_it_drains()
         1,
         "the remote publisher is paused"
     );
+    // Core 1 now pauses publishers: a publisher it has not named yet may have one message on
+    // its way there, not a window.
+    assert!(cores[0].congested[1]);
+    let other = connect(
+        &mut cores[0],
+        connect_packet("r2", ProtocolVersion::V5, true),
+    );
+    assert!(!cores[0].must_wait_for_mesh(&other.link));
+    publish(&mut cores[0], &other, "b/r2", b"m", QoS::AtLeastOnce, false);
+    assert_eq!(other.link.unseen.get(), 1);
+    assert!(cores[0].must_wait_for_mesh(&other.link));
+    assert!(
+        !cores[0].must_wait_for_mesh(&remote.link),
+        "nothing of its own unseen"
+    );
+    settle_batches(&mut cores);
+    assert_eq!(other.link.unseen.get(), 0);
+    assert_eq!(other.link.throttled.get(), 1, "named and paused by then");
     publish(&mut cores[1], &local, "b/l", b"m", QoS::AtLeastOnce, false);
     assert_eq!(
         local.link.throttled.get(),
@@ -1199,6 +1217,7 @@ fn a_full_connected_session_pauses_its_publishers_across_cores_until_it_drains()
     // The subscriber acknowledges until its queue is at half the mark: both released.
     let mut acked = 0;
     while remote.link.throttled.get() > 0 || local.link.throttled.get() > 0 {
+        assert!(cores[0].congested[1]);
         let packets = drain(&mut cores[1], &sub);
         for p in packets {
             if let Packet::Publish(p) = p {
@@ -1220,6 +1239,11 @@ fn a_full_connected_session_pauses_its_publishers_across_cores_until_it_drains()
         "not released before the queue drained ({acked} acked)"
     );
     assert_eq!(cores[1].stats.messages_dropped, 0);
+    assert_eq!(other.link.throttled.get(), 0);
+    assert!(
+        !cores[0].congested[1],
+        "no session of core 1 pauses anyone now"
+    );
     // The cross-core window: 4 QoS 1 publications core 1 has not handled close it; QoS 0
     // ones do not count.
     publish(&mut cores[0], &remote, "b/r", b"m", QoS::AtMostOnce, false);
