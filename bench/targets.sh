@@ -20,7 +20,8 @@
 # if it is missing (apt-get). Writes target/bench-targets/: results.jsonl (every run),
 # rss-*.txt (the RSS samples of part a), table.md, machine.txt and every run's output.
 # Environment: REPS, DURATION (s, 10), SLOW_SECS (s, 45), SLOW_BPS (bytes/s, 1000000),
-# RINGMQ_PORT (18841), MOSQUITTO_PORT (18840).
+# RINGMQ_PORT (18841), MOSQUITTO_PORT (18840), RINGMQ_CORES (ringmq's --cores against Mosquitto
+# in parts a-d, 2), OUT (the output directory).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ SLOW_SECS=${SLOW_SECS:-45}
 SLOW_BPS=${SLOW_BPS:-1000000}
 RINGMQ_PORT=${RINGMQ_PORT:-18841}
 MOSQUITTO_PORT=${MOSQUITTO_PORT:-18840}
-OUT=target/bench-targets
+OUT=${OUT:-target/bench-targets}
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
@@ -188,7 +189,7 @@ measure() { # name secs "broker:cores broker:cores" bench-args...
     done
 }
 
-VS="ringmq:2 mosquitto:1"
+VS="ringmq:${RINGMQ_CORES:-2} mosquitto:1"
 for part in "${PARTS[@]}"; do
     case $part in
         a)
