@@ -45,6 +45,9 @@ options:
   --settle-ms N          wait after the last SUBACK before publishing (500)
   --drain-idle-ms N      end the drain after this long without a delivery or ack (1000)
   --drain-max-secs S     longest drain after publishing stops (10)
+  --sub-read-bytes-per-sec N  a slow subscriber: each subscriber reads at most N bytes per
+                         second from its socket (token bucket, bursts up to N/20 bytes), so
+                         the broker has to queue or drop; 0 = as fast as it can (0)
 
 offline options (always QoS 1; --duration-secs, --rate, --window do not apply):
   --sessions N           persistent subscriber sessions (1000)
@@ -197,6 +200,8 @@ pub struct Options {
     pub settle_ms: u64,
     pub drain_idle_ms: u64,
     pub drain_max_secs: f64,
+    /// Bytes per second each subscriber reads at most; 0 = no limit.
+    pub sub_read_bytes_per_sec: u64,
     pub sessions: usize,
     pub messages: u64,
     pub matching: Match,
@@ -270,6 +275,7 @@ impl Options {
             } else {
                 10.0
             },
+            sub_read_bytes_per_sec: 0,
             sessions: 1000,
             messages: 1_000_000,
             matching: Match::Own,
@@ -413,6 +419,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
                     return Err("--drain-max-secs must not be negative".into());
                 }
             }
+            "--sub-read-bytes-per-sec" => o.sub_read_bytes_per_sec = number(name, &value()?)?,
             "--sessions" => o.sessions = positive(name, &value()?)?,
             "--messages" => o.messages = number(name, &value()?)?,
             "--match" => {
@@ -593,6 +600,9 @@ mod tests {
         assert_eq!(o.version, ProtocolVersion::V5);
         assert_eq!(o.broker_pid, Some(42));
         assert_eq!(o.rate, 1000);
+        assert_eq!(o.sub_read_bytes_per_sec, 0);
+        let o = run("fanin --rate 100000 --sub-read-bytes-per-sec 1000000");
+        assert_eq!(o.sub_read_bytes_per_sec, 1_000_000);
     }
 
     #[test]

@@ -241,6 +241,7 @@ fn run(o: &Options) -> Result<(), String> {
             0
         },
         group_window: o.scenario == Scenario::SharedSub,
+        sub_read_bytes_per_sec: o.sub_read_bytes_per_sec,
     };
     let mut shares: Vec<Vec<Role>> = vec![Vec::new(); threads];
     for (k, role) in plan.roles.iter().enumerate() {
@@ -683,6 +684,9 @@ fn print_results(o: &Options, s: &Summary, w: &Window, b: &BrokerUsage) {
         "measured_s": round(measured_s, 3),
     });
     let mut json = json;
+    if o.sub_read_bytes_per_sec > 0 {
+        json["sub_read_bytes_per_sec"] = o.sub_read_bytes_per_sec.into();
+    }
     if o.scenario == Scenario::SharedSub {
         json["group"] = o.group.clone().into();
         json["duplicated_across_members"] = s.across_members.into();

@@ -49,6 +49,8 @@ pub struct Settings {
     /// Shared subscription: the window counts the messages the group received (each member
     /// sees only some), rather than following each subscriber's highest number.
     pub group_window: bool,
+    /// Bytes per second each subscriber reads at most (a slow subscriber); 0 = no limit.
+    pub sub_read_bytes_per_sec: u64,
 }
 
 /// One connection's job.
@@ -258,6 +260,41 @@ enum Kind {
     Sub(SubState),
 }
 
+/// A token bucket on the bytes one subscriber reads (`--sub-read-bytes-per-sec`).
+struct ReadThrottle {
+    bytes_per_sec: f64,
+    /// Bytes it may read now.
+    tokens: f64,
+    /// Most tokens it can save up: 1/20 s worth, at least 1 KiB.
+    burst: f64,
+    last: Instant,
+}
+
+impl ReadThrottle {
+    fn new(bytes_per_sec: u64) -> Self {
+        let bytes_per_sec = bytes_per_sec as f64;
+        Self {
+            bytes_per_sec,
+            tokens: 0.0,
+            burst: (bytes_per_sec / 20.0).max(1024.0),
+            last: Instant::now(),
+        }
+    }
+
+    /// Adds the tokens earned since the last call; returns the whole bytes it may read now.
+    fn available(&mut self) -> usize {
+        let now = Instant::now();
+        let earned = now.duration_since(self.last).as_secs_f64() * self.bytes_per_sec;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.last = now;
+        self.tokens as usize
+    }
+
+    fn take(&mut self, n: usize) {
+        self.tokens -= n as f64;
+    }
+}
+
 struct Conn {
     stream: mio::net::TcpStream,
     name: String,
@@ -268,6 +305,20 @@ struct Conn {
     closed: bool,
     last_write: Instant,
     kind: Kind,
+    /// Subscribers with `--sub-read-bytes-per-sec`: how much they may read.
+    throttle: Option<ReadThrottle>,
+}
+
+impl Conn {
+    /// Whether reading now may make progress: input is waiting, and a throttled subscriber
+    /// has saved up at least a little (1 KiB, or its whole burst if smaller).
+    fn may_read(&mut self) -> bool {
+        self.readable
+            && self.throttle.as_mut().is_none_or(|t| {
+                let min = t.burst.min(1024.0) as usize;
+                t.available() >= min.max(1)
+            })
+    }
 }
 
 /// A CONNECT packet: a clean session, or (`persistent = Some(expiry)`) one that the broker keeps
@@ -436,6 +487,12 @@ fn open(s: &Settings, role: &Role) -> Result<Conn, String> {
     stream
         .set_nonblocking(true)
         .map_err(|e| format!("{name}: set_nonblocking: {e}"))?;
+    let throttle = match kind {
+        Kind::Sub(_) if s.sub_read_bytes_per_sec > 0 => {
+            Some(ReadThrottle::new(s.sub_read_bytes_per_sec))
+        }
+        _ => None,
+    };
     Ok(Conn {
         stream: mio::net::TcpStream::from_std(stream),
         name,
@@ -446,6 +503,7 @@ fn open(s: &Settings, role: &Role) -> Result<Conn, String> {
         closed: false,
         last_write: Instant::now(),
         kind,
+        throttle,
     })
 }
 
@@ -581,9 +639,9 @@ impl Worker {
             };
             // Idle first, then look for work: progress published in between wakes the poll.
             shared.idle[self.index].store(true, SeqCst);
-            let busy = conns.iter().any(|c| {
+            let busy = conns.iter_mut().any(|c| {
                 !c.closed
-                    && (c.readable
+                    && (c.may_read()
                         || (c.writable && !c.wbuf.is_empty())
                         || (publishing && c.writable && can_produce(c, due, s, shared)))
             });
@@ -618,7 +676,7 @@ impl Worker {
                 if c.closed {
                     continue;
                 }
-                if c.readable {
+                if c.may_read() {
                     read_conn(c, &mut scratch, &ctx, report, &mut delta);
                 }
                 if publishing && !c.closed {
@@ -780,13 +838,17 @@ fn read_conn(
     delta: &mut Delta,
 ) {
     let (shared, s, me) = (ctx.shared, ctx.settings, ctx.me);
-    let mut budget = READ_BUDGET;
+    let mut budget = match &mut c.throttle {
+        Some(t) => t.available().min(READ_BUDGET),
+        None => READ_BUDGET,
+    };
     loop {
         if budget == 0 {
             // Leave `readable` set: more next turn.
             break;
         }
-        match c.stream.read(scratch) {
+        let want = scratch.len().min(budget);
+        match c.stream.read(&mut scratch[..want]) {
             Ok(0) => {
                 c.readable = false;
                 close(c, report, "connection closed by the broker".into());
@@ -795,6 +857,9 @@ fn read_conn(
             Ok(n) => {
                 c.rbuf.extend_from_slice(&scratch[..n]);
                 budget = budget.saturating_sub(n);
+                if let Some(t) = &mut c.throttle {
+                    t.take(n);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 c.readable = false;
