@@ -153,7 +153,10 @@ pub struct Handoff {
 }
 
 /// The home core of a client identifier: a pure function, so a client id's session lives on
-/// exactly one core (FNV-1a; stable across runs and platforms).
+/// exactly one core (stable across runs and platforms). FNV-1a, then a finalizer (MurmurHash3's
+/// fmix64), then the high bits: FNV-1a alone modulo a small core count keeps only the low bits,
+/// and those depend only on the low bits of each byte (with 2 cores, the parity of the number
+/// of odd bytes: `dev-p7` and `dev-s7` always landed on different cores).
 pub fn home_core(client_id: &[u8], cores: usize) -> CoreId {
     debug_assert!(cores > 0);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -161,7 +164,12 @@ pub fn home_core(client_id: &[u8], cores: usize) -> CoreId {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    (h % cores as u64) as CoreId
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    ((u128::from(h) * cores as u128) >> 64) as CoreId
 }
 
 #[cfg(test)]
@@ -177,5 +185,24 @@ mod tests {
             seen[home_core(format!("c{i}").as_bytes(), 4) as usize] += 1;
         }
         assert!(seen.iter().all(|&n| n > 150), "{seen:?}");
+    }
+
+    #[test]
+    fn ids_that_differ_in_one_letter_are_not_split_by_it() {
+        // Publisher/subscriber pairs named alike: FNV-1a modulo 2 put every such pair on
+        // different cores (the parity of odd bytes); about half should share a core.
+        for cores in [2usize, 3, 4] {
+            let same = (0..1000)
+                .filter(|i| {
+                    home_core(format!("rmqb-p{i}").as_bytes(), cores)
+                        == home_core(format!("rmqb-s{i}").as_bytes(), cores)
+                })
+                .count();
+            let expected = 1000 / cores;
+            assert!(
+                same > expected * 7 / 10 && same < expected * 13 / 10,
+                "{cores} cores: {same} of 1000 pairs share a core"
+            );
+        }
     }
 }

@@ -1014,6 +1014,10 @@ pub fn core_dir(data_dir: &Path, core: usize) -> PathBuf {
     data_dir.join(format!("core-{core}"))
 }
 
+/// The version of [`crate::mesh::home_core`] written into a data directory's `CORES` file
+/// (1: FNV-1a modulo the core count, before the file named it; 2: with a finalizer).
+pub const HOME_CORE_HASH: u32 = 2;
+
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -1046,6 +1050,19 @@ pub enum OpenError {
         found: usize,
         /// Cores now.
         cores: usize,
+    },
+    /// The directory was written with another mapping of client ids to cores.
+    #[error(
+        "{path}: written by a ringmq whose mapping of client ids to cores (home-core hash \
+         {found}) differs from this one's ({HOME_CORE_HASH}): its sessions would be restored on \
+         the wrong cores. Drain it with the build that wrote it, or move the directory away to \
+         start empty"
+    )]
+    HomeCoreHash {
+        /// The directory.
+        path: PathBuf,
+        /// The mapping it was written with (1: before the mapping had a version).
+        found: u32,
     },
     /// A log could not be recovered.
     #[error("recovering the log of core {core}: {source}")]
@@ -1094,10 +1111,16 @@ pub fn open_and_recover(
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(OpenError::Locked(dir.clone()));
     }
+    // The core count and the version of `mesh::home_core` the logs were written with: a
+    // session is restored on the core its log is on, which must be its client id's home core.
     let meta = dir.join("CORES");
     match std::fs::read_to_string(&meta) {
         Ok(text) => {
-            let found = text.trim().parse::<usize>().unwrap_or(0);
+            let mut lines = text.lines();
+            let found = lines
+                .next()
+                .and_then(|l| l.trim().parse::<usize>().ok())
+                .unwrap_or(0);
             if found != cores {
                 return Err(OpenError::CoreCount {
                     path: dir.clone(),
@@ -1105,9 +1128,19 @@ pub fn open_and_recover(
                     cores,
                 });
             }
+            let hash = lines
+                .find_map(|l| l.strip_prefix("home-core-hash "))
+                .map_or(1, |v| v.trim().parse::<u32>().unwrap_or(0));
+            if hash != HOME_CORE_HASH {
+                return Err(OpenError::HomeCoreHash {
+                    path: dir.clone(),
+                    found: hash,
+                });
+            }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&meta, format!("{cores}\n")).map_err(|source| OpenError::Io {
+            let text = format!("{cores}\nhome-core-hash {HOME_CORE_HASH}\n");
+            std::fs::write(&meta, text).map_err(|source| OpenError::Io {
                 what: "writing",
                 path: meta.clone(),
                 source,

@@ -301,6 +301,23 @@ fn a_different_core_count_is_refused_with_a_clear_message() {
     assert!(err.contains("--cores 2"), "{err}");
 }
 
+#[test]
+fn a_directory_from_an_older_client_id_mapping_is_refused_with_a_clear_message() {
+    let mut b = Broker::cores(2);
+    b.kill9();
+    // What the CORES file held before it named the mapping of client ids to cores.
+    std::fs::write(b.data_dir.join("CORES"), "2\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["--listen", "127.0.0.1:0", "--cores", "2", "--data-dir"])
+        .arg(&b.data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("home-core hash 1"), "{err}");
+    assert!(err.contains("move the directory away"), "{err}");
+}
+
 /// A publisher that stops at the first error (the broker was killed) instead of panicking;
 /// returns the payloads whose acknowledgement exchange completed.
 fn publish_until_killed(

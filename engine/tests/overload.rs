@@ -81,6 +81,8 @@ fn a_core_over_its_queued_messages_mark_refuses_new_clients_until_the_owner_drai
         publisher.publish_acked("ov/t", &i.to_be_bytes(), QoS::AtLeastOnce, false, i + 1);
     }
     wait_metric(&broker, "messages_queued", |n| n == 10);
+    // Core 1 looks at its marks once per tick: wait until it says it is overloaded.
+    wait_metric(&broker, "overloaded", |n| n == 1);
     // New clients homed on core 1 are refused, in both versions, with either Clean Start.
     for v in VERSIONS {
         assert_refused(
