@@ -1,8 +1,11 @@
 //! Command-line options.
 
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 
 use ringmq_codec::{ProtocolVersion, QoS};
+
+use crate::tls::TlsOptions;
 
 pub const USAGE: &str = "\
 usage: ringmq-bench SCENARIO [OPTIONS]
@@ -25,7 +28,14 @@ scenarios:
 
 options:
   --host HOST            broker host (127.0.0.1)
-  --port PORT            broker port (1883)
+  --port PORT            broker port (1883; 8883 with --tls)
+  --tls                  every connection over TLS (rustls, TLS 1.2 or 1.3, a full handshake
+                         each time: no session resumption), in every scenario
+  --cafile PATH          --tls: PEM file of the CA certificates the broker's certificate must
+                         lead to
+  --insecure             --tls: accept any broker certificate (handshake still verified)
+  --server-name NAME     --tls: name checked in the broker's certificate, a DNS name or an IP
+                         address (--host)
   --qos 0|1              QoS of publications and subscriptions (0)
   --payload-bytes N      payload size, at least 20 (64)
   --duration-secs S      publishing time (10)
@@ -184,6 +194,8 @@ pub struct Options {
     pub scenario: Scenario,
     pub host: String,
     pub port: u16,
+    /// `--tls`, with how the broker's certificate is checked.
+    pub tls: Option<TlsOptions>,
     pub qos: QoS,
     pub payload_bytes: usize,
     pub duration_secs: f64,
@@ -239,6 +251,7 @@ impl Options {
             scenario,
             host: "127.0.0.1".into(),
             port: 1883,
+            tls: None,
             qos: if scenario == Scenario::Offline {
                 QoS::AtLeastOnce
             } else {
@@ -350,6 +363,8 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         other => return Err(format!("unknown scenario {other:?}")),
     };
     let mut o = Options::new(scenario);
+    let (mut tls, mut cafile, mut insecure, mut server_name) = (false, None, false, None);
+    let mut port_given = false;
     let mut it = rest.iter();
     while let Some(arg) = it.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -367,7 +382,14 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         };
         match name {
             "--host" => o.host = value()?,
-            "--port" => o.port = number(name, &value()?)?,
+            "--port" => {
+                o.port = number(name, &value()?)?;
+                port_given = true;
+            }
+            "--tls" => tls = true,
+            "--cafile" => cafile = Some(PathBuf::from(value()?)),
+            "--insecure" => insecure = true,
+            "--server-name" => server_name = Some(value()?),
             "--qos" => {
                 o.qos = match value()?.as_str() {
                     "0" => QoS::AtMostOnce,
@@ -492,6 +514,23 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             }
             other => return Err(format!("unknown option {other:?}")),
         }
+    }
+    if tls {
+        if cafile.is_some() == insecure {
+            return Err(
+                "--tls: give --cafile PATH, or --insecure to accept any certificate".into(),
+            );
+        }
+        if !port_given {
+            o.port = 8883;
+        }
+        o.tls = Some(TlsOptions {
+            cafile,
+            insecure,
+            server_name: server_name.unwrap_or_else(|| o.host.clone()),
+        });
+    } else if cafile.is_some() || insecure || server_name.is_some() {
+        return Err("--cafile, --insecure and --server-name need --tls".into());
     }
     if o.scenario == Scenario::Offline {
         if o.qos != QoS::AtLeastOnce {
@@ -655,6 +694,12 @@ mod tests {
             "fanin --duration-secs 0",
             "fanin --mqtt-version 3.1",
             "fanin --whatever 1",
+            "fanin --tls",
+            "fanin --tls --insecure --cafile ca.pem",
+            "fanin --cafile ca.pem",
+            "conn --insecure",
+            "p2p --server-name localhost",
+            "p2p --tls --cafile",
             "offline --qos 0",
             "offline --sessions 5 --publishers 6",
             "offline --phase drain",
@@ -690,6 +735,30 @@ mod tests {
         assert_eq!(o.topic.as_deref(), Some("bench/pubsub/{i}"));
         assert_eq!((o.count, o.id_base, o.publishers), (5, 7, 1));
         assert_eq!(run("sub").topic.as_deref(), Some("bench/pubsub/+"));
+    }
+
+    #[test]
+    fn tls_options() {
+        assert_eq!(run("p2p").tls, None);
+        let o = run("p2p --tls --cafile /tmp/ca.pem");
+        assert_eq!(o.port, 8883, "the MQTT over TLS port unless --port");
+        assert_eq!(
+            o.tls,
+            Some(TlsOptions {
+                cafile: Some("/tmp/ca.pem".into()),
+                insecure: false,
+                server_name: "127.0.0.1".into(),
+            })
+        );
+        let o = run("conn --host broker --port 18883 --tls --insecure --server-name mqtt.test");
+        assert_eq!(o.port, 18883);
+        let tls = o.tls.unwrap();
+        assert!(tls.insecure && tls.cafile.is_none());
+        assert_eq!(tls.server_name, "mqtt.test");
+        // The server name defaults to --host, wherever --host comes.
+        let o = run("fanin --tls --insecure --host localhost");
+        assert_eq!(o.tls.unwrap().server_name, "localhost");
+        assert_eq!(run("fanin --port 1884").port, 1884);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use ringmq_codec::{decode, DecodeOptions, Disconnect, Packet, ProtocolVersion};
 use serde_json::{json, Value};
 
 use crate::cli::{Options, Scenario, StormMode};
+use crate::tls::{self, Stream, TlsClient};
 use crate::worker::connect_packet;
 use crate::{procfs, Progress};
 
@@ -377,9 +378,10 @@ fn drive(
         }
     };
     println!(
-        "{} against {} ({addr}), MQTT {version}, {sessions} sessions, {} connections over {} worker(s), {}",
+        "{} against {} ({addr}{}), MQTT {version}, {sessions} sessions, {} connections over {} worker(s), {}",
         o.scenario.name(),
         o.label,
+        if o.tls.is_some() { ", TLS" } else { "" },
         o.connections,
         k,
         if o.rate > 0 {
@@ -424,6 +426,7 @@ fn drive(
         "scenario": o.scenario.name(),
         "broker": o.label,
         "mqtt_version": version,
+        "tls": o.tls.is_some(),
         "persistent": o.persistent,
         "connections": o.connections,
         "workers": k,
@@ -632,7 +635,7 @@ enum State {
 struct Slot {
     /// The connection's number in the whole run (its client id and source address).
     index: usize,
-    stream: Option<mio::net::TcpStream>,
+    stream: Option<Stream<mio::net::TcpStream>>,
     state: State,
     /// When the handshake (or the disconnect) started.
     since: Instant,
@@ -698,6 +701,9 @@ struct Ctx {
     sources: Vec<Ipv4Addr>,
     handshake_timeout: Duration,
     options: DecodeOptions,
+    /// `--tls`: each connection through this client; the handshake counts in its time to
+    /// CONNACK.
+    tls: Option<TlsClient>,
 }
 
 const STDIN: Token = Token(usize::MAX - 1);
@@ -719,6 +725,7 @@ fn worker_main(o: &Options, addr: SocketAddr, index: usize) -> Result<(), String
         sources: o.source_addrs.clone(),
         handshake_timeout: Duration::from_secs_f64(o.handshake_timeout_secs),
         options: DecodeOptions::new(o.version),
+        tls: o.tls.as_ref().map(TlsClient::new).transpose()?,
     };
     match worker_loop(o, &ctx, index) {
         Ok(v) => {
@@ -875,7 +882,14 @@ fn worker_loop(o: &Options, ctx: &Ctx, index: usize) -> Result<Value, String> {
                             slot.state = State::Failed;
                             continue;
                         }
-                        slot.stream = Some(stream);
+                        match tls::stream(stream, ctx.tls.as_ref()) {
+                            Ok(stream) => slot.stream = Some(stream),
+                            Err(e) => {
+                                stats.fail(e);
+                                slot.state = State::Failed;
+                                continue;
+                            }
+                        }
                         slot.state = State::Connecting;
                         inflight += 1;
                     }
@@ -991,7 +1005,7 @@ fn worker_loop(o: &Options, ctx: &Ctx, index: usize) -> Result<Value, String> {
                         }
                         StormMode::Drop => {
                             if let Some(stream) = slot.stream.take() {
-                                let _ = socket2::SockRef::from(&stream)
+                                let _ = socket2::SockRef::from(stream.socket())
                                     .set_linger(Some(Duration::ZERO));
                                 drop(stream);
                             }
@@ -1110,19 +1124,27 @@ fn write_out(slot: &mut Slot, bytes: &[u8]) {
 /// Returns an error text if the connection broke.
 fn flush(slot: &mut Slot) -> Option<String> {
     let stream = slot.stream.as_mut()?;
-    while !slot.out.is_empty() {
+    loop {
+        if slot.out.is_empty() {
+            // TLS records (the handshake, or what the socket did not take) go now or on the
+            // next writable event.
+            return match stream.flush() {
+                Ok(()) => None,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                Err(e) => Some(io_kind("write", &e)),
+            };
+        }
         match stream.write(&slot.out) {
             Ok(0) => return Some("write returned 0".into()),
             Ok(n) => {
                 slot.out.drain(..n);
                 slot.last_write = Instant::now();
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Some(io_kind("write", &e)),
         }
     }
-    None
 }
 
 fn send_disconnect(ctx: &Ctx, slot: &mut Slot) {
@@ -1160,7 +1182,7 @@ fn on_event(
         return Outcome::Nothing;
     }
     if slot.state == State::Connecting {
-        let stream = slot.stream.as_ref().expect("checked");
+        let stream = slot.stream.as_ref().expect("checked").socket();
         match stream.take_error() {
             Ok(Some(e)) | Err(e) => {
                 stats.fail(io_kind("connect", &e));
@@ -1197,7 +1219,9 @@ fn on_event(
         }
         slot.state = State::AwaitConnAck;
         write_out(slot, &out);
-    } else if writable && !slot.out.is_empty() {
+    } else if writable
+        && (!slot.out.is_empty() || slot.stream.as_ref().is_some_and(Stream::wants_write))
+    {
         if let Some(e) = flush(slot) {
             return broke(slot, stats, e);
         }

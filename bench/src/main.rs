@@ -12,6 +12,7 @@ mod counter;
 mod offline;
 mod payload;
 mod procfs;
+mod tls;
 mod worker;
 
 use std::process::ExitCode;
@@ -242,6 +243,7 @@ fn run(o: &Options) -> Result<(), String> {
         },
         group_window: o.scenario == Scenario::SharedSub,
         sub_read_bytes_per_sec: o.sub_read_bytes_per_sec,
+        tls: o.tls.as_ref().map(tls::TlsClient::new).transpose()?,
     };
     let mut shares: Vec<Vec<Role>> = vec![Vec::new(); threads];
     for (k, role) in plan.roles.iter().enumerate() {
@@ -566,11 +568,12 @@ fn print_results(o: &Options, s: &Summary, w: &Window, b: &BrokerUsage) {
     };
 
     println!(
-        "{} against {} ({}:{}), MQTT {version}, QoS {}, {} B payloads, {} publishers, {} subscribers, {}",
+        "{} against {} ({}:{}{}), MQTT {version}, QoS {}, {} B payloads, {} publishers, {} subscribers, {}",
         o.scenario.name(),
         o.label,
         o.host,
         o.port,
+        if o.tls.is_some() { ", TLS" } else { "" },
         o.qos as u8,
         o.payload_bytes,
         s_publishers(o),
@@ -652,6 +655,7 @@ fn print_results(o: &Options, s: &Summary, w: &Window, b: &BrokerUsage) {
         "scenario": o.scenario.name(),
         "broker": o.label,
         "mqtt_version": version,
+        "tls": o.tls.is_some(),
         "qos": o.qos as u8,
         "payload_bytes": o.payload_bytes,
         "publishers": s_publishers(o),

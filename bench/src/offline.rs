@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -35,7 +35,10 @@ use crate::cli::{Match, Options, Phase};
 use crate::counter::{Arrival, StreamCounter};
 use crate::payload::{self, Stamp};
 use crate::procfs;
-use crate::worker::{connect_packet, connect_session, read_blocking, send_blocking};
+use crate::tls::{Stream, TlsClient};
+use crate::worker::{
+    connect_packet, connect_session, into_mio, open_blocking, read_blocking, send_blocking,
+};
 
 /// Keep-alive of every connection (publishers write all the time; drain batches are short).
 const KEEP_ALIVE_SECS: u16 = 300;
@@ -233,6 +236,9 @@ pub fn run(o: &Options, addr: SocketAddr) -> Result<(), String> {
     out.insert("phase".into(), json!(o.phase.name()));
     out.insert("qos".into(), json!(1));
     out.insert("inflight".into(), json!(o.inflight));
+    out.insert("tls".into(), json!(o.tls.is_some()));
+    let tls = o.tls.as_ref().map(TlsClient::new).transpose()?;
+    let tls = tls.as_ref();
 
     let state = if o.phase == Phase::Drain {
         let path = o.state_file.as_ref().expect("checked by the parser");
@@ -249,7 +255,7 @@ pub fn run(o: &Options, addr: SocketAddr) -> Result<(), String> {
         };
         let version = o.version;
         if o.setup {
-            let r = setup(o, addr, &layout)?;
+            let r = setup(o, addr, &layout, tls)?;
             println!(
                 "offline set-up against {} ({addr}): {} persistent sessions created in {:.2} s = {:.0} sessions/s ({} at once), MQTT {}",
                 o.label,
@@ -274,7 +280,7 @@ pub fn run(o: &Options, addr: SocketAddr) -> Result<(), String> {
             print_json(o, &layout, version, o.payload_bytes, out);
             return Ok(());
         }
-        let (state, report) = publish(o, addr, layout)?;
+        let (state, report) = publish(o, addr, layout, tls)?;
         report.print(o, &state);
         out.insert("publish".into(), report.to_json());
         if let Some(path) = &o.state_file {
@@ -285,7 +291,7 @@ pub fn run(o: &Options, addr: SocketAddr) -> Result<(), String> {
         state
     };
     if o.phase == Phase::Drain || (o.phase == Phase::All && o.verify) {
-        let d = drain(o, addr, &state)?;
+        let d = drain(o, addr, &state, tls)?;
         d.print(o);
         out.insert("drain".into(), d.to_json());
     }
@@ -326,7 +332,12 @@ struct SetupReport {
     present: u64,
 }
 
-fn setup(o: &Options, addr: SocketAddr, layout: &Layout) -> Result<SetupReport, String> {
+fn setup(
+    o: &Options,
+    addr: SocketAddr,
+    layout: &Layout,
+    tls: Option<&TlsClient>,
+) -> Result<SetupReport, String> {
     let next = AtomicUsize::new(0);
     let present = AtomicU64::new(0);
     let failed: Mutex<Option<String>> = Mutex::new(None);
@@ -344,7 +355,7 @@ fn setup(o: &Options, addr: SocketAddr, layout: &Layout) -> Result<SetupReport, 
                     return;
                 }
                 let id = session_id(&o.client_prefix, s);
-                match create_session(addr, o.version, &id, persistent, &layout.filter(s)) {
+                match create_session(addr, o.version, &id, persistent, &layout.filter(s), tls) {
                     Ok(p) => {
                         present.fetch_add(u64::from(p), Relaxed);
                     }
@@ -376,6 +387,7 @@ fn create_session(
     id: &str,
     persistent: Option<u32>,
     filter: &str,
+    tls: Option<&TlsClient>,
 ) -> Result<bool, String> {
     let (mut stream, mut buf, ack) = connect_session(
         addr,
@@ -384,6 +396,7 @@ fn create_session(
         HANDSHAKE_TIMEOUT,
         id,
         persistent,
+        tls,
     )?;
     let sub = Packet::Subscribe(Subscribe {
         packet_id: 1,
@@ -426,7 +439,7 @@ fn create_session(
 struct PubConn {
     p: usize,
     layout: Layout,
-    stream: mio::net::TcpStream,
+    stream: Stream<mio::net::TcpStream>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     readable: bool,
@@ -558,6 +571,7 @@ fn publish(
     o: &Options,
     addr: SocketAddr,
     layout: Layout,
+    tls: Option<&TlsClient>,
 ) -> Result<(State, PublishReport), String> {
     let p_count = layout.publishers;
     let mut conns = Vec::with_capacity(p_count);
@@ -570,11 +584,10 @@ fn publish(
             HANDSHAKE_TIMEOUT,
             &id,
             None,
+            tls,
         )
         .map_err(|e| format!("{id}: {e}"))?;
-        stream
-            .set_nonblocking(true)
-            .map_err(|e| format!("{id}: set_nonblocking: {e}"))?;
+        let stream = into_mio(stream).map_err(|e| format!("{id}: {e}"))?;
         let receive_max = ack
             .properties
             .as_ref()
@@ -585,7 +598,7 @@ fn publish(
         conns.push(PubConn {
             p,
             layout,
-            stream: mio::net::TcpStream::from_std(stream),
+            stream,
             rbuf,
             wbuf: BytesMut::with_capacity(WRITE_HIGH_WATER),
             readable: true,
@@ -658,6 +671,7 @@ fn publish(
             let mut out = BytesMut::new();
             let _ = Packet::Disconnect(Disconnect::NORMAL).encode(o.version, &mut out);
             let _ = c.stream.write(&out);
+            let _ = c.stream.flush();
         }
     }
     let state = State {
@@ -687,7 +701,7 @@ fn publish_loop(
     };
     for (i, c) in conns.iter_mut().enumerate() {
         if let Err(e) = poll.registry().register(
-            &mut c.stream,
+            c.stream.socket_mut(),
             Token(i),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -704,6 +718,7 @@ fn publish_loop(
                 && (c.readable
                     || (c.writable
                         && (!c.wbuf.is_empty()
+                            || c.stream.wants_write()
                             || (c.next < c.quota && c.in_flight.len() < c.window))))
         });
         let timeout = if busy {
@@ -802,7 +817,7 @@ fn publish_loop(
                     .expect("a benchmark PUBLISH always encodes");
                 c.next += 1;
             }
-            if c.writable && !c.wbuf.is_empty() {
+            if c.writable && (!c.wbuf.is_empty() || c.stream.wants_write()) {
                 write_out(&mut c.stream, &mut c.wbuf, &mut c.writable, &mut c.closed);
             }
         }
@@ -811,7 +826,7 @@ fn publish_loop(
 
 /// Reads what is available (up to 1 MiB) into `rbuf`.
 fn read_into(
-    stream: &mut mio::net::TcpStream,
+    stream: &mut Stream<mio::net::TcpStream>,
     rbuf: &mut BytesMut,
     scratch: &mut [u8],
     readable: &mut bool,
@@ -847,13 +862,24 @@ fn read_into(
     eof
 }
 
+/// Writes `wbuf`, then the TLS records still waiting, until done or the socket would block.
 fn write_out(
-    stream: &mut mio::net::TcpStream,
+    stream: &mut Stream<mio::net::TcpStream>,
     wbuf: &mut BytesMut,
     writable: &mut bool,
     closed: &mut Option<String>,
 ) {
-    while !wbuf.is_empty() {
+    loop {
+        if wbuf.is_empty() {
+            match stream.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
+                Err(e) => {
+                    closed.get_or_insert(format!("write: {e}"));
+                }
+            }
+            return;
+        }
         match stream.write(wbuf) {
             Ok(0) => {
                 closed.get_or_insert("write returned 0".into());
@@ -1031,7 +1057,7 @@ enum DrainStep {
 }
 
 struct DrainConn {
-    stream: mio::net::TcpStream,
+    stream: Stream<mio::net::TcpStream>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     readable: bool,
@@ -1153,7 +1179,12 @@ struct DrainPart {
     longest_silence: Duration,
 }
 
-fn drain(o: &Options, addr: SocketAddr, state: &State) -> Result<DrainReport, String> {
+fn drain(
+    o: &Options,
+    addr: SocketAddr,
+    state: &State,
+    tls: Option<&TlsClient>,
+) -> Result<DrainReport, String> {
     let sessions = state.layout.sessions;
     let threads = o.threads.clamp(1, sessions);
     let per_batch = o.drain_batch.div_ceil(threads).max(1);
@@ -1166,7 +1197,14 @@ fn drain(o: &Options, addr: SocketAddr, state: &State) -> Result<DrainReport, St
             .map(|t| {
                 scope.spawn(move || {
                     let mine: Vec<usize> = (t..sessions).step_by(threads).collect();
-                    drain_sessions(addr, state, &mine, per_batch, idle, deadline)
+                    drain_sessions(
+                        Broker { addr, tls },
+                        state,
+                        &mine,
+                        per_batch,
+                        idle,
+                        deadline,
+                    )
                 })
             })
             .collect();
@@ -1205,12 +1243,19 @@ fn drain(o: &Options, addr: SocketAddr, state: &State) -> Result<DrainReport, St
     Ok(report)
 }
 
+/// Where the drain connects, and how.
+#[derive(Clone, Copy)]
+struct Broker<'a> {
+    addr: SocketAddr,
+    tls: Option<&'a TlsClient>,
+}
+
 /// Times a session that did not get all its messages is reconnected after its batch stalled.
 const DRAIN_RETRIES: usize = 2;
 
 /// Drains `sessions` a batch at a time, then retries those that stalled; one thread.
 fn drain_sessions(
-    addr: SocketAddr,
+    broker: Broker,
     state: &State,
     sessions: &[usize],
     per_batch: usize,
@@ -1241,7 +1286,7 @@ fn drain_sessions(
             batch.iter().map(|&s| SessionCheck::new(state, s)).collect();
         if Instant::now() < deadline
             && drain_batch(
-                addr,
+                broker,
                 state,
                 &mut checks,
                 idle,
@@ -1267,7 +1312,7 @@ fn drain_sessions(
         part.sessions_retried += retry.len() as u64;
         for chunk in retry.chunks_mut(per_batch) {
             if drain_batch(
-                addr,
+                broker,
                 state,
                 chunk,
                 idle,
@@ -1304,7 +1349,7 @@ fn drain_sessions(
 /// acknowledged message; returns true when it stalled: gave up after `idle` without a packet
 /// (or at the deadline) with sessions still incomplete. Connection failures go to `errors`.
 fn drain_batch(
-    addr: SocketAddr,
+    broker: Broker,
     state: &State,
     checks: &mut [SessionCheck],
     idle: Duration,
@@ -1323,24 +1368,17 @@ fn drain_batch(
     let mut conns: Vec<DrainConn> = Vec::with_capacity(checks.len());
     for (idx, check) in checks.iter().enumerate() {
         let id = session_id(&state.client_prefix, check.s);
-        let opened = (|| -> Result<TcpStream, String> {
-            let mut stream = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)
-                .map_err(|e| format!("connect: {e}"))?;
-            stream
-                .set_nodelay(true)
-                .map_err(|e| format!("nodelay: {e}"))?;
+        let opened = (|| -> Result<Stream<mio::net::TcpStream>, String> {
+            let mut stream = open_blocking(broker.addr, HANDSHAKE_TIMEOUT, broker.tls)?;
             // The session expiry given here only matters for MQTT 5; it keeps the session.
             let connect = connect_packet(version, &id, KEEP_ALIVE_SECS, Some(86_400))?;
             send_blocking(&mut stream, &connect, version)?;
-            stream
-                .set_nonblocking(true)
-                .map_err(|e| format!("set_nonblocking: {e}"))?;
-            Ok(stream)
+            into_mio(stream)
         })();
         match opened {
             Ok(stream) => {
                 let mut c = DrainConn {
-                    stream: mio::net::TcpStream::from_std(stream),
+                    stream,
                     rbuf: BytesMut::with_capacity(4096),
                     wbuf: BytesMut::new(),
                     readable: true,
@@ -1350,7 +1388,7 @@ fn drain_batch(
                     idx,
                 };
                 if let Err(e) = poll.registry().register(
-                    &mut c.stream,
+                    c.stream.socket_mut(),
                     Token(conns.len()),
                     Interest::READABLE | Interest::WRITABLE,
                 ) {
@@ -1374,7 +1412,8 @@ fn drain_batch(
             break;
         }
         let busy = conns.iter().any(|c| {
-            !matches!(c.step, DrainStep::Done) && (c.readable || (c.writable && !c.wbuf.is_empty()))
+            !matches!(c.step, DrainStep::Done)
+                && (c.readable || (c.writable && (!c.wbuf.is_empty() || c.stream.wants_write())))
         });
         let timeout = if busy {
             Duration::ZERO
@@ -1470,7 +1509,7 @@ fn drain_batch(
                     continue;
                 }
             }
-            if c.writable && !c.wbuf.is_empty() {
+            if c.writable && (!c.wbuf.is_empty() || c.stream.wants_write()) {
                 let mut closed = None;
                 write_out(&mut c.stream, &mut c.wbuf, &mut c.writable, &mut closed);
                 if let Some(e) = closed {

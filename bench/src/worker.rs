@@ -20,6 +20,7 @@ use ringmq_codec::{
 
 use crate::counter::{Arrival, StreamCounter};
 use crate::payload::{self, Stamp};
+use crate::tls::{self, Stream, TlsClient};
 
 /// What every connection of the run shares.
 #[derive(Clone, Debug)]
@@ -51,6 +52,8 @@ pub struct Settings {
     pub group_window: bool,
     /// Bytes per second each subscriber reads at most (a slow subscriber); 0 = no limit.
     pub sub_read_bytes_per_sec: u64,
+    /// `--tls`: every connection through this client.
+    pub tls: Option<TlsClient>,
 }
 
 /// One connection's job.
@@ -296,7 +299,7 @@ impl ReadThrottle {
 }
 
 struct Conn {
-    stream: mio::net::TcpStream,
+    stream: Stream<mio::net::TcpStream>,
     name: String,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -351,7 +354,10 @@ pub(crate) fn connect_packet(
 
 /// Connects, sends CONNECT and waits for a successful CONNACK; returns the stream, the bytes
 /// read past the CONNACK and the server's Receive Maximum (MQTT 5).
-fn connect(s: &Settings, client_id: &str) -> Result<(TcpStream, BytesMut, Option<u16>), String> {
+fn connect(
+    s: &Settings,
+    client_id: &str,
+) -> Result<(Stream<TcpStream>, BytesMut, Option<u16>), String> {
     let (stream, buf, ack) = connect_session(
         s.addr,
         s.version,
@@ -359,13 +365,15 @@ fn connect(s: &Settings, client_id: &str) -> Result<(TcpStream, BytesMut, Option
         s.handshake_timeout,
         client_id,
         None,
+        s.tls.as_ref(),
     )?;
     let receive_max = ack.properties.as_ref().and_then(|p| p.receive_maximum);
     Ok((stream, buf, receive_max))
 }
 
-/// Connects with [`connect_packet`] and waits for a successful CONNACK (blocking, with
-/// `timeout` on each read); returns the stream, the bytes read past the CONNACK and the CONNACK.
+/// Connects (through `tls` if given), sends [`connect_packet`] and waits for a successful
+/// CONNACK (blocking, with `timeout` on each read); returns the stream, the bytes read past the
+/// CONNACK and the CONNACK.
 pub(crate) fn connect_session(
     addr: SocketAddr,
     version: ProtocolVersion,
@@ -373,13 +381,9 @@ pub(crate) fn connect_session(
     timeout: Duration,
     client_id: &str,
     persistent: Option<u32>,
-) -> Result<(TcpStream, BytesMut, ConnAck), String> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
-    stream
-        .set_nodelay(true)
-        .and_then(|()| stream.set_read_timeout(Some(timeout)))
-        .map_err(|e| format!("socket options: {e}"))?;
+    tls: Option<&TlsClient>,
+) -> Result<(Stream<TcpStream>, BytesMut, ConnAck), String> {
+    let mut stream = open_blocking(addr, timeout, tls)?;
     let connect = connect_packet(version, client_id, keep_alive_secs, persistent)?;
     let mut buf = BytesMut::new();
     send_blocking(&mut stream, &connect, version)?;
@@ -390,8 +394,32 @@ pub(crate) fn connect_session(
     }
 }
 
+/// A blocking connection (through `tls` if given) with `timeout` on each read.
+pub(crate) fn open_blocking(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&TlsClient>,
+) -> Result<Stream<TcpStream>, String> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .and_then(|()| stream.set_read_timeout(Some(timeout)))
+        .map_err(|e| format!("socket options: {e}"))?;
+    tls::stream(stream, tls)
+}
+
+/// A blocking connection made non-blocking, for a `mio` loop.
+pub(crate) fn into_mio(stream: Stream<TcpStream>) -> Result<Stream<mio::net::TcpStream>, String> {
+    stream
+        .socket()
+        .set_nonblocking(true)
+        .map_err(|e| format!("set_nonblocking: {e}"))?;
+    Ok(stream.map_socket(mio::net::TcpStream::from_std))
+}
+
 pub(crate) fn send_blocking(
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
     p: &Packet,
     v: ProtocolVersion,
 ) -> Result<(), String> {
@@ -401,7 +429,7 @@ pub(crate) fn send_blocking(
 }
 
 pub(crate) fn read_blocking(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     buf: &mut BytesMut,
     v: ProtocolVersion,
 ) -> Result<Packet, String> {
@@ -484,9 +512,6 @@ fn open(s: &Settings, role: &Role) -> Result<Conn, String> {
             }
         }
     }
-    stream
-        .set_nonblocking(true)
-        .map_err(|e| format!("{name}: set_nonblocking: {e}"))?;
     let throttle = match kind {
         Kind::Sub(_) if s.sub_read_bytes_per_sec > 0 => {
             Some(ReadThrottle::new(s.sub_read_bytes_per_sec))
@@ -494,7 +519,7 @@ fn open(s: &Settings, role: &Role) -> Result<Conn, String> {
         _ => None,
     };
     Ok(Conn {
-        stream: mio::net::TcpStream::from_std(stream),
+        stream: into_mio(stream).map_err(|e| format!("{name}: {e}"))?,
         name,
         rbuf,
         wbuf: BytesMut::with_capacity(WRITE_HIGH_WATER),
@@ -568,7 +593,7 @@ impl Worker {
         }
         for (i, c) in conns.iter_mut().enumerate() {
             if let Err(e) = poll.registry().register(
-                &mut c.stream,
+                c.stream.socket_mut(),
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             ) {
@@ -584,6 +609,7 @@ impl Worker {
                 let _ =
                     Packet::Disconnect(Disconnect::NORMAL).encode(self.settings.version, &mut out);
                 let _ = c.stream.write(&out);
+                let _ = c.stream.flush();
             }
             if let Kind::Sub(st) = &mut c.kind {
                 report.subscribers.push(SubscriberReport {
@@ -642,7 +668,7 @@ impl Worker {
             let busy = conns.iter_mut().any(|c| {
                 !c.closed
                     && (c.may_read()
-                        || (c.writable && !c.wbuf.is_empty())
+                        || (c.writable && has_output(c))
                         || (publishing && c.writable && can_produce(c, due, s, shared)))
             });
             let timeout = if busy {
@@ -682,7 +708,7 @@ impl Worker {
                 if publishing && !c.closed {
                     produce(c, due, s, shared, &mut pool);
                 }
-                if c.writable && !c.wbuf.is_empty() && !c.closed {
+                if c.writable && has_output(c) && !c.closed {
                     flush(c, report);
                 }
             }
@@ -788,9 +814,24 @@ fn produce(c: &mut Conn, due: u64, s: &Settings, shared: &Shared, pool: &mut Byt
     }
 }
 
+/// Output waits: encoded packets, or TLS records the socket did not take yet.
+fn has_output(c: &Conn) -> bool {
+    !c.wbuf.is_empty() || c.stream.wants_write()
+}
+
 /// Writes pending output until it is all written or the socket would block.
 fn flush(c: &mut Conn, report: &mut Report) {
-    while !c.wbuf.is_empty() {
+    while has_output(c) {
+        if c.wbuf.is_empty() {
+            // Only TLS records are left.
+            match c.stream.flush() {
+                Ok(()) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => close(c, report, format!("write: {e}")),
+            }
+            return;
+        }
         match c.stream.write(&c.wbuf) {
             Ok(0) => {
                 close(c, report, "write returned 0".into());
