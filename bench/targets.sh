@@ -12,6 +12,10 @@
 #   d  p2p QoS 0, 100 pairs, 20,000 msgs/s offered (paced): latency
 #   e  ringmq alone, --cores 1 against --cores 2: p2p QoS 0 and QoS 1, same offered load, broker
 #      CPU per message, and the share of pairs whose two clients live on different cores
+#   g  fan-in QoS 1, 100 publishers -> 1 slow subscriber (reads at most SLOW_BPS bytes/s) under
+#      100,000 msgs/s offered for G_SECS seconds: messages lost (none, for QoS 1) and the
+#      broker's RSS sampled every second (bounded by the queue limits), each broker with its
+#      own queue limit (ringmq's default, Mosquitto's max_queued_messages below)
 #
 # Each measurement runs REPS times (default 3) per broker, alternating which goes first, each on
 # a freshly started broker: `ringmq --listen 127.0.0.1:RINGMQ_PORT --cores N --admin-listen
@@ -19,7 +23,7 @@
 # `mosquitto -c OUT/mosquitto.conf` (the configuration of bench/compare.sh). Installs Mosquitto
 # if it is missing (apt-get). Writes target/bench-targets/: results.jsonl (every run),
 # rss-*.txt (the RSS samples of part a), table.md, machine.txt and every run's output.
-# Environment: REPS, DURATION (s, 10), SLOW_SECS (s, 45), SLOW_BPS (bytes/s, 1000000),
+# Environment: REPS, DURATION (s, 10), SLOW_SECS (s, 45), G_SECS (s, 30), SLOW_BPS (bytes/s, 1000000),
 # RINGMQ_PORT (18841), MOSQUITTO_PORT (18840), RINGMQ_CORES (ringmq's --cores against Mosquitto
 # in parts a-d, 2), OUT (the output directory).
 set -euo pipefail
@@ -28,11 +32,12 @@ cd "$(dirname "$0")/.."
 PARTS=("$@")
 [ ${#PARTS[@]} -gt 0 ] || PARTS=(a b c d e)
 for p in "${PARTS[@]}"; do
-    case "$p" in a | b | c | d | e) ;; *) echo "usage: bench/targets.sh [a] [b] [c] [d] [e]" >&2; exit 2 ;; esac
+    case "$p" in a | b | c | d | e | g) ;; *) echo "usage: bench/targets.sh [a] [b] [c] [d] [e] [g]" >&2; exit 2 ;; esac
 done
 REPS=${REPS:-3}
 DURATION=${DURATION:-10}
 SLOW_SECS=${SLOW_SECS:-45}
+G_SECS=${G_SECS:-30}
 SLOW_BPS=${SLOW_BPS:-1000000}
 RINGMQ_PORT=${RINGMQ_PORT:-18841}
 MOSQUITTO_PORT=${MOSQUITTO_PORT:-18840}
@@ -211,6 +216,11 @@ for part in "${PARTS[@]}"; do
             measure "d p2p QoS 0, 100 pairs, 20k msgs/s offered" "$DURATION" "$VS" \
                 p2p --qos 0 --pairs 100 --rate 20000 --drain-idle-ms 500 --drain-max-secs 5
             ;;
+        g)
+            measure "slow subscriber g: fanin QoS 1, 100 → 1, 100k msgs/s offered, subscriber reads $SLOW_BPS B/s" \
+                "$G_SECS" "$VS" fanin --qos 1 --publishers 100 --rate 100000 \
+                --sub-read-bytes-per-sec "$SLOW_BPS" --drain-idle-ms 2000 --drain-max-secs 30
+            ;;
         e)
             measure "e p2p QoS 0, 100 pairs, 50k msgs/s offered" "$DURATION" "ringmq:1 ringmq:2" \
                 p2p --qos 0 --pairs 100 --rate 50000 --drain-idle-ms 500 --drain-max-secs 5
@@ -241,11 +251,18 @@ def fmt(x, digits=0):
     return "n/a" if x is None else f"{x:,.{digits}f}"
 
 def home_core(client_id, cores):
-    # The broker's home core of a client id (FNV-1a, as in engine/src/mesh.rs).
+    # The broker's home core of a client id, as in engine/src/mesh.rs: FNV-1a, MurmurHash3's
+    # fmix64, then the high bits.
+    m = 0xFFFFFFFFFFFFFFFF
     h = 0xCBF29CE484222325
     for b in client_id.encode():
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h % cores
+        h = ((h ^ b) * 0x100000001B3) & m
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & m
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & m
+    h ^= h >> 33
+    return (h * cores) >> 64
 
 def crossed(r):
     # p2p: pairs whose publisher and subscriber live on different cores.
