@@ -354,6 +354,8 @@ pub struct Core {
     throttling_sessions: usize,
     /// Which other cores have sessions pausing publishers ([`MeshMsg::Congested`]).
     congested: Vec<bool>,
+    /// How many.
+    congested_cores: usize,
     /// Counters.
     pub stats: CoreStats,
     live: usize,
@@ -464,6 +466,7 @@ impl Core {
             unseen: (0..cores).map(|_| VecDeque::new()).collect(),
             throttling_sessions: 0,
             congested: vec![false; cores],
+            congested_cores: 0,
             stats: CoreStats::default(),
             live: 0,
             scans: VecDeque::new(),
@@ -565,7 +568,7 @@ impl Core {
     /// publications has not reached its destination core yet (so a publisher that core has
     /// not named yet sends one message, not a window, into a full session).
     pub fn must_wait_for_mesh(&self, link: &ConnLink) -> bool {
-        self.cross_core_window_full() || (link.unseen.get() > 0 && self.congested.contains(&true))
+        self.cross_core_window_full() || (link.unseen.get() > 0 && self.congested_cores > 0)
     }
 
     /// Whether some other core has `cross_core_window_messages` QoS 1/2 publications from this
@@ -1054,7 +1057,8 @@ impl Core {
         }
         let (qos, packet_id) = (p.qos, p.packet_id);
         let generation = slot.generation;
-        let publisher = if qos == QoS::AtMostOnce || self.settings.cores == 1 {
+        // Counted per connection only while some core pauses publishers.
+        let publisher = if qos == QoS::AtMostOnce || self.congested_cores == 0 {
             None
         } else {
             slot.link.clone()
@@ -1456,6 +1460,14 @@ impl Core {
         let first = slot.throttling.is_empty();
         slot.throttling.push(origin);
         if first {
+            // What is already on its way from other cores when the pause goes out: at most a
+            // window per core before the pause arrives and another before `Congested` does,
+            // and one message per publisher after.
+            let window =
+                usize::try_from(self.settings.cross_core_window_messages).unwrap_or(usize::MAX);
+            slot.session.backpressure_allowance = window
+                .saturating_mul(2 * (self.settings.cores - 1))
+                .saturating_add(bp.max_publishers);
             self.stats.backpressure_episodes += 1;
             self.throttling_sessions += 1;
             if self.throttling_sessions == 1 {
@@ -1474,6 +1486,7 @@ impl Core {
         if slot.throttling.is_empty() {
             return;
         }
+        slot.session.backpressure_allowance = 0;
         for origin in std::mem::take(&mut slot.throttling) {
             self.throttle(origin, false);
         }
@@ -2129,9 +2142,14 @@ impl Core {
                 self.window_waiters.wake_all();
             }
             MeshMsg::Congested { core, on } => {
-                self.congested[usize::from(core)] = on;
-                if !on {
-                    self.window_waiters.wake_all();
+                let was = std::mem::replace(&mut self.congested[usize::from(core)], on);
+                match (was, on) {
+                    (false, true) => self.congested_cores += 1,
+                    (true, false) => {
+                        self.congested_cores -= 1;
+                        self.window_waiters.wake_all();
+                    }
+                    _ => {}
                 }
             }
             MeshMsg::Throttle { session, on } => {

@@ -580,8 +580,9 @@ pub struct RuntimeConfig {
     pub cross_core_queue_capacity: u32,
     /// QoS 1/2 publications one core may have sent to another that the other has not handled
     /// yet; then readers stop handling QoS 1/2 PUBLISH until it has. Bounds what reaches a
-    /// full session across cores before its back-pressure comes back (keep twice it, times
-    /// cores - 1, under the part of `limits.max_queued_messages` above the back-pressure mark).
+    /// full session across cores before its back-pressure comes back (such a session may
+    /// exceed `limits.max_queued_messages` by twice this, times cores - 1, plus
+    /// `limits.publisher_backpressure_max_publishers`).
     pub cross_core_window_messages: u32,
     /// Pause before accepting again when `accept` fails with EMFILE/ENFILE.
     pub accept_backoff_ms: u64,
@@ -597,7 +598,7 @@ impl Default for RuntimeConfig {
             read_buffer_max_bytes: 64 * 1024,
             write_buffer_high_water_bytes: 256 * 1024,
             cross_core_queue_capacity: 4096,
-            cross_core_window_messages: 128,
+            cross_core_window_messages: 4096,
             accept_backoff_ms: 100,
             tcp_nodelay: true,
         }

@@ -150,6 +150,9 @@ pub struct Session {
     pub drops: DropCounters,
     /// What happened to stored deliveries since the core last took them.
     pub store_events: Vec<StoreEvent>,
+    /// Messages the queue may hold beyond `max_queued_messages` while the session pauses its
+    /// publishers (what was already on its way when the pause went out); 0 otherwise.
+    pub backpressure_allowance: usize,
     limits: SessionLimits,
     connected: bool,
     peer_receive_maximum: u16,
@@ -191,6 +194,7 @@ impl Session {
             out: BytesMut::new(),
             drops: DropCounters::default(),
             store_events: Vec::new(),
+            backpressure_allowance: 0,
             limits,
             connected: false,
             peer_receive_maximum: u16::MAX,
@@ -345,7 +349,11 @@ impl Session {
             return;
         }
         let cost = d.msg.cost_bytes();
-        if self.queue.len() >= self.limits.max_queued_messages
+        if self.queue.len()
+            >= self
+                .limits
+                .max_queued_messages
+                .saturating_add(self.backpressure_allowance)
             || self.queued_bytes + cost > self.limits.max_queued_bytes
         {
             self.drops.queue_full += 1;

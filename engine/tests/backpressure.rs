@@ -14,10 +14,11 @@ use ringmq_codec::{Packet, ProtocolVersion, QoS};
 
 const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
 
-/// Small queues, so a slow subscriber reaches them at once, and a cross-core window that fits
-/// in the half of the queue above the back-pressure mark (20 of 40).
+/// Small queues, so a slow subscriber reaches them at once, and a small cross-core window (what
+/// may cross before the pause arrives).
 const SMALL_QUEUES: &str = "[runtime]\ncross_core_window_messages = 4\n\
-                            [limits]\nmax_queued_messages = 40\nmax_inflight_messages = 4\n";
+                            [limits]\nmax_queued_messages = 40\nmax_inflight_messages = 4\n\
+                            publisher_backpressure_max_publishers = 8\n";
 
 /// Waits until `$SYS` topic `topic` shows a value accepted by `ok`; returns it.
 fn sys_value(broker: &Broker, topic: &str, ok: impl Fn(u64) -> bool) -> u64 {

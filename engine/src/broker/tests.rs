@@ -1176,6 +1176,8 @@ fn a_full_connected_session_pauses_its_publishers_across_cores_until_it_drains()
         1,
         "the remote publisher is paused"
     );
+    // Room for what was on its way: 2 windows of 4 from the other core, 8 publishers.
+    assert_eq!(cores[1].slots[&sub.sid].session.backpressure_allowance, 16);
     // Core 1 now pauses publishers: a publisher it has not named yet may have one message on
     // its way there, not a window.
     assert!(cores[0].congested[1]);
@@ -1244,6 +1246,7 @@ fn a_full_connected_session_pauses_its_publishers_across_cores_until_it_drains()
         !cores[0].congested[1],
         "no session of core 1 pauses anyone now"
     );
+    assert_eq!(cores[1].slots[&sub.sid].session.backpressure_allowance, 0);
     // The cross-core window: 4 QoS 1 publications core 1 has not handled close it; QoS 0
     // ones do not count.
     publish(&mut cores[0], &remote, "b/r", b"m", QoS::AtMostOnce, false);
